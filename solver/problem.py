@@ -1,0 +1,336 @@
+"""The problem: a training step as a DAG of priced nodes, plus budgets.
+
+A `Problem` is plain data (no torch): T nodes in a topological order (ids 0..T-1), data edges
+(i, j) with i < j, the bytes each node's output occupies, the temporaries it needs while it runs
+(`workspace_bytes`), the time and energy of computing it and of paging its output in and out, the
+static bytes that are resident for the whole step (parameters, gradient buffers, optimizer state,
+buffers, the batch), and the budgets.
+
+JSON form (``"format": "poet-problem/1"``) is described in DESIGN.md; unknown fields, at top level
+and on nodes, are kept on load and written back on save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .errors import ProblemError
+
+FORMAT = "poet-problem/1"
+KINDS = ("forward", "loss", "backward")
+_COST_FIELDS = ("compute_s", "compute_j", "pagein_s", "pagein_j", "pageout_s", "pageout_j")
+_NODE_FIELDS = ("id", "name", "kind", "out_bytes", "workspace_bytes") + _COST_FIELDS
+_TOP_FIELDS = ("format", "name", "nodes", "edges", "static_bytes", "ram_budget_bytes",
+               "runtime_budget_s", "flash_budget_bytes")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One schedulable tensor-producing node. Units: bytes, seconds, joules."""
+
+    id: int
+    name: str
+    kind: str
+    out_bytes: int
+    compute_s: float
+    compute_j: float
+    pagein_s: float
+    pagein_j: float
+    pageout_s: float
+    pageout_j: float
+    workspace_bytes: int = 0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        d.update({k: getattr(self, k) for k in _NODE_FIELDS})
+        return d
+
+
+def _where(i: int | None, name: str) -> str:
+    return f"nodes[{i}].{name}" if i is not None else name
+
+
+def _int_field(d: dict, key: str, i: int | None, *, default=None, minimum: int = 0) -> int:
+    if key not in d:
+        if default is not None:
+            return default
+        raise ProblemError(f"{_where(i, key)} is missing (a whole number >= {minimum} is required)")
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer() and math.isfinite(v):
+            v = int(v)
+        else:
+            raise ProblemError(f"{_where(i, key)} must be a whole number >= {minimum}, got {v!r}")
+    if v < minimum:
+        raise ProblemError(f"{_where(i, key)} must be >= {minimum}, got {v}")
+    return v
+
+
+def _float_field(d: dict, key: str, i: int | None, *, default=None, positive=False) -> float:
+    if key not in d:
+        if default is not None:
+            return default
+        raise ProblemError(f"{_where(i, key)} is missing (a finite number >= 0 is required)")
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ProblemError(f"{_where(i, key)} must be a finite number >= 0, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ProblemError(f"{_where(i, key)} must be finite, got {v}")
+    if v < 0 or (positive and v == 0):
+        raise ProblemError(f"{_where(i, key)} must be {'> 0' if positive else '>= 0'}, got {v}")
+    return v
+
+
+def _optional(d: dict, key: str, conv):
+    if d.get(key) is None:
+        return None
+    return conv(d, key, None)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A training step to schedule. Validated on construction (see `validate`)."""
+
+    nodes: list[Node]
+    edges: list[tuple[int, int]]
+    static_bytes: int = 0
+    ram_budget_bytes: int | None = None
+    runtime_budget_s: float | None = None
+    flash_budget_bytes: int | None = None
+    name: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "edges", [tuple(e) for e in self.edges])
+        self.validate()
+
+    # ---- structure ---------------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        return len(self.nodes)
+
+    @cached_property
+    def preds(self) -> list[list[int]]:
+        """preds[j]: sorted ids of the nodes j reads."""
+        out: list[list[int]] = [[] for _ in self.nodes]
+        for i, j in self.edges:
+            out[j].append(i)
+        return [sorted(set(p)) for p in out]
+
+    @cached_property
+    def succs(self) -> list[list[int]]:
+        """succs[i]: sorted ids of the nodes that read i."""
+        out: list[list[int]] = [[] for _ in self.nodes]
+        for i, j in self.edges:
+            out[i].append(j)
+        return [sorted(set(s)) for s in out]
+
+    def validate(self) -> None:
+        """Raise ProblemError unless ids are 0..T-1, edges go forward between existing nodes,
+        kinds are known and every size and cost is finite and non-negative."""
+        for k, n in enumerate(self.nodes):
+            if not isinstance(n, Node):
+                raise ProblemError(f"nodes[{k}] must be a solver.Node, got {type(n).__name__}")
+            if n.id != k:
+                raise ProblemError(f"nodes[{k}].id is {n.id}: ids must be 0..T-1 in order "
+                                   f"(a topological order of the graph)")
+            if n.kind not in KINDS:
+                raise ProblemError(f"nodes[{k}].kind is {n.kind!r}; allowed: {', '.join(KINDS)}")
+            d = {f: getattr(n, f) for f in _NODE_FIELDS}
+            _int_field(d, "out_bytes", k)
+            _int_field(d, "workspace_bytes", k)
+            for f in _COST_FIELDS:
+                _float_field(d, f, k)
+        T = len(self.nodes)
+        for e, (i, j) in enumerate(self.edges):
+            for v in (i, j):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ProblemError(f"edges[{e}] = {[i, j]}: node ids must be whole numbers")
+                if not 0 <= v < T:
+                    raise ProblemError(f"edges[{e}] = {[i, j]} names node {v}, which does not exist "
+                                       f"(ids are 0..{T - 1})")
+            if i == j:
+                raise ProblemError(f"edges[{e}] = {[i, j]} is a self-loop (a cycle)")
+            if i > j:
+                cycle = _find_cycle(T, self.edges)
+                if cycle:
+                    raise ProblemError("the edges form a cycle: " + " -> ".join(map(str, cycle))
+                                       + "; a training step must be a DAG")
+                raise ProblemError(f"edges[{e}] = {[i, j]} goes backwards: every edge must go from a "
+                                   f"lower id to a higher one (ids in topological order)")
+        d = {"static_bytes": self.static_bytes, "ram_budget_bytes": self.ram_budget_bytes,
+             "runtime_budget_s": self.runtime_budget_s, "flash_budget_bytes": self.flash_budget_bytes}
+        _int_field(d, "static_bytes", None)
+        _optional(d, "ram_budget_bytes", _int_field)
+        _optional(d, "flash_budget_bytes", _int_field)
+        _optional(d, "runtime_budget_s", lambda d, k, i: _float_field(d, k, i, positive=True))
+
+    # ---- derived quantities --------------------------------------------------------------
+    def with_budgets(self, **changes) -> "Problem":
+        """A copy with other budgets (ram_budget_bytes, runtime_budget_s, flash_budget_bytes, name)."""
+        allowed = {"ram_budget_bytes", "runtime_budget_s", "flash_budget_bytes", "name"}
+        bad = set(changes) - allowed
+        if bad:
+            raise TypeError(f"with_budgets() got {sorted(bad)}; allowed: {sorted(allowed)}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of nodes, edges and static bytes (no name, no budgets)."""
+        d = self.to_dict()
+        canonical = json.dumps({"nodes": d["nodes"], "edges": d["edges"],
+                                "static_bytes": d["static_bytes"]},
+                               sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    # ---- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        d.update({
+            "format": FORMAT,
+            "name": self.name,
+            "nodes": [n.to_dict() for n in self.nodes],
+            "edges": [list(e) for e in self.edges],
+            "static_bytes": self.static_bytes,
+            "ram_budget_bytes": self.ram_budget_bytes,
+            "runtime_budget_s": self.runtime_budget_s,
+            "flash_budget_bytes": self.flash_budget_bytes,
+        })
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Problem":
+        if not isinstance(d, dict):
+            raise ProblemError(f"a problem must be a JSON object, got {type(d).__name__}")
+        fmt = d.get("format", FORMAT)
+        if fmt != FORMAT:
+            raise ProblemError(f"format is {fmt!r}; this version reads {FORMAT!r}")
+        raw_nodes = d.get("nodes")
+        if not isinstance(raw_nodes, list):
+            raise ProblemError("nodes is missing or not a list of node objects")
+        nodes = []
+        for k, rn in enumerate(raw_nodes):
+            if not isinstance(rn, dict):
+                raise ProblemError(f"nodes[{k}] must be an object, got {type(rn).__name__}")
+            nid = _int_field(rn, "id", k)
+            kind = rn.get("kind")
+            if kind not in KINDS:
+                raise ProblemError(f"nodes[{k}].kind is {kind!r}; allowed: {', '.join(KINDS)}")
+            name = rn.get("name", f"n{nid}")
+            if not isinstance(name, str):
+                raise ProblemError(f"nodes[{k}].name must be a string, got {name!r}")
+            nodes.append(Node(
+                id=nid, name=name, kind=kind,
+                out_bytes=_int_field(rn, "out_bytes", k),
+                workspace_bytes=_int_field(rn, "workspace_bytes", k, default=0),
+                **{f: _float_field(rn, f, k) for f in _COST_FIELDS},
+                extra={key: v for key, v in rn.items() if key not in _NODE_FIELDS},
+            ))
+        raw_edges = d.get("edges", [])
+        if not isinstance(raw_edges, list) or not all(
+                isinstance(e, (list, tuple)) and len(e) == 2 for e in raw_edges):
+            raise ProblemError("edges must be a list of [from_id, to_id] pairs")
+        name = d.get("name", "")
+        if not isinstance(name, str):
+            raise ProblemError(f"name must be a string, got {name!r}")
+        return cls(
+            nodes=nodes,
+            edges=[(e[0], e[1]) for e in raw_edges],
+            static_bytes=_int_field(d, "static_bytes", None, default=0),
+            ram_budget_bytes=_optional(d, "ram_budget_bytes", _int_field),
+            runtime_budget_s=_optional(d, "runtime_budget_s",
+                                       lambda d, k, i: _float_field(d, k, i, positive=True)),
+            flash_budget_bytes=_optional(d, "flash_budget_bytes", _int_field),
+            name=name,
+            extra={k: v for k, v in d.items() if k not in _TOP_FIELDS},
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the JSON file atomically (a temp file in the same folder, then rename)."""
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Problem":
+        return cls.from_dict(read_json(path, what="problem"))
+
+
+def _find_cycle(T: int, edges) -> list[int] | None:
+    """A cycle in the graph as a list of ids (first id repeated at the end), or None."""
+    adj: list[list[int]] = [[] for _ in range(T)]
+    for i, j in edges:
+        adj[i].append(j)
+    color = [0] * T  # 0 new, 1 on the stack, 2 done
+    for root in range(T):
+        if color[root]:
+            continue
+        stack = [(root, iter(adj[root]))]
+        path = [root]
+        color[root] = 1
+        while stack:
+            v, it = stack[-1]
+            w = next(it, None)
+            if w is None:
+                stack.pop()
+                path.pop()
+                color[v] = 2
+            elif color[w] == 1:
+                return path[path.index(w):] + [w]
+            elif color[w] == 0:
+                color[w] = 1
+                stack.append((w, iter(adj[w])))
+                path.append(w)
+    return None
+
+
+def _reject_constant(c: str):
+    raise ValueError(f"{c} is not a number JSON allows")
+
+
+def read_json(path: str | os.PathLike, *, what: str) -> Any:
+    """Read a JSON file; NaN/Infinity and syntax errors become a ProblemError-style message."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {p}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        err = ProblemError if what == "problem" else _schedule_error()
+        raise err(f"{p}: not a valid {what} JSON file: {e}") from None
+
+
+def _schedule_error():
+    from .errors import ScheduleError
+    return ScheduleError
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as JSON to `path` through a temp file and os.replace: a reader never sees a
+    half-written file, and a failure leaves the old file (if any) untouched."""
+    p = Path(path)
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,53 @@
+"""The command line: tables, JSON output, and one-line errors with a non-zero exit."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from poet.cli import main
+from solver import Node, Problem, store_all
+
+
+@pytest.fixture
+def files(tmp_path):
+    nodes = [Node(0, "a", "forward", 1024, 0.1, 1.0, 0.01, 0.02, 0.03, 0.04),
+             Node(1, "loss", "loss", 4, 0.1, 0.5, 0.01, 0.02, 0.03, 0.04),
+             Node(2, "ga", "backward", 1024, 0.1, 2.0, 0.01, 0.02, 0.03, 0.04)]
+    p = Problem(nodes, [(0, 1), (0, 2), (1, 2)], static_bytes=2048, name="tiny")
+    pp, sp = tmp_path / "p.json", tmp_path / "s.json"
+    p.save(pp)
+    store_all(p).save(sp)
+    return pp, sp
+
+
+def test_simulate_prints_table(files, capsys):
+    assert main(["simulate", str(files[0]), str(files[1])]) == 0
+    out = capsys.readouterr().out
+    assert "3.50 J" in out and "4.0 KiB" in out
+
+
+def test_simulate_json(files, capsys):
+    assert main(["simulate", str(files[0]), str(files[1]), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["energy_j"] == 3.5 and d["peak_ram_bytes"] == 2048 + 1024 + 4 + 1024
+
+
+def test_error_is_one_line_and_nonzero(files, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "poet-schedule/1", "instructions": [["compute", 2]]}')
+    r = subprocess.run([sys.executable, "-m", "poet.cli", "simulate", str(files[0]), str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "instruction 0 (compute 2, node 'ga'): operands not in RAM: [0, 1]" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "poet.cli", "simulate", str(tmp_path / "none.json"),
+                        str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and "problem file not found" in r.stderr
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert "examples:" in capsys.readouterr().out
