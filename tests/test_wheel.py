@@ -19,6 +19,7 @@ def test_wheel_installs_and_lists_profiles(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "solver/simulate.py" in names and "poet/cli.py" in names
+    assert "solver/baselines/dtr.py" in names
     assert len([n for n in names if n.startswith("poet/profiles_data/") and n.endswith(".toml")]) >= 8
 
     venv = tmp_path / "venv"
