@@ -51,3 +51,34 @@ def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])
     assert "examples:" in capsys.readouterr().out
+
+
+def test_inspect_writes_problem_and_prints_totals(tmp_path, capsys):
+    out = tmp_path / "mlp.json"
+    assert main(["inspect", "mlp", "--device", "nrf52840", "--out", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    problem = Problem.load(out)
+    assert info["nodes"] == problem.T == info["forward"] + info["loss"] + info["backward"]
+    assert info["static_bytes"] == problem.static_bytes
+    assert problem.extra["model_spec"]["model"] == "mlp"
+    assert problem.extra["device"] == "nrf52840"
+    from solver import min_feasible_ram, store_all_peak
+    assert info["store_all_peak_bytes"] == store_all_peak(problem)
+    assert info["min_feasible_ram_bytes"] == min_feasible_ram(problem)
+    assert info["store_all_energy_j"] == sum(n.compute_j for n in problem.nodes)
+
+
+def test_inspect_bias_only_is_smaller(capsys):
+    main(["inspect", "mlp", "--device", "rpi4", "--json"])
+    full = json.loads(capsys.readouterr().out)
+    main(["inspect", "mlp", "--device", "rpi4", "--json", "--train", "bias"])
+    bias = json.loads(capsys.readouterr().out)
+    assert bias["store_all_peak_bytes"] < full["store_all_peak_bytes"]
+    assert bias["static_bytes"] < full["static_bytes"]
+
+
+def test_inspect_unknown_model_is_one_line():
+    r = subprocess.run([sys.executable, "-m", "poet.cli", "inspect", "nope", "--device", "rpi4"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "neither a zoo name" in r.stderr and "Traceback" not in r.stderr
