@@ -12,6 +12,8 @@ import sys
 import textwrap
 
 EXAMPLES = {
+    "verify": ["poet verify s.json", "poet verify s.json --model resnet18 --batch-size 1",
+               "poet verify s.json --problem p.json --flash-dir /mnt/sd/poet"],
     "solve": ["poet solve resnet18 --device rpi4 --ram 100MiB --out s.json",
               "poet solve mlp --device nrf52840 --ram 0.9x --runtime 1.5x",
               "poet solve problem.json --ram 256KiB --backend cbc --time-limit 60",
@@ -312,6 +314,133 @@ def cmd_solve(args) -> int:
     return 0 if result.schedule is not None else 1
 
 
+# ---- poet verify -------------------------------------------------------------------------------
+def _verify_rows(rep) -> list[list[str]]:
+    from .units import format_bytes
+
+    return [
+        ["peak RAM", f"predicted {format_bytes(rep.predicted_peak_bytes)} "
+                     f"({rep.predicted_peak_bytes:,} B), measured "
+                     f"{format_bytes(rep.measured_peak_bytes)} ({rep.measured_peak_bytes:,} B)"
+                     + ("" if rep.trace_equal else
+                        f"; traces differ first at instruction {rep.first_trace_mismatch}")],
+        ["flash written", f"predicted {rep.predicted_flash_written:,} B, "
+                          f"measured {rep.measured_flash_written:,} B"],
+        ["flash read", f"predicted {rep.predicted_flash_read:,} B, "
+                       f"measured {rep.measured_flash_read:,} B"],
+        ["gradients", f"max |diff| {rep.max_abs_grad_diff:.3g} (scale {rep.grad_scale:.3g}, "
+                      f"relative {rep.max_rel_grad_diff:.3g})"
+                      + ("; bitwise equal to eager" if rep.bitwise else "")],
+        ["loss", f"{rep.loss:.6g} (eager {rep.eager_loss:.6g})"],
+        ["buffers", f"max |diff| {rep.max_buffer_diff:.3g}"],
+        ["instructions", f"{rep.n_instructions} ({rep.n_recompute} recomputes, "
+                         f"{rep.n_page_out} page-outs, {rep.n_page_in} page-ins)"],
+        ["CPU time", f"executor {rep.executor_seconds:.3f} s, eager {rep.eager_seconds:.3f} s"],
+    ]
+
+
+def cmd_verify(args) -> int:
+    from solver import Problem, Schedule
+    from .extract import extract
+    from .modelspec import ModelSpec
+    from .replay import verify
+
+    schedule = Schedule.load(args.schedule)
+    recorded = schedule.extra.get("model_spec")
+    if args.model:
+        spec = _spec_from_args(args)
+    elif recorded is not None:
+        spec = ModelSpec.from_dict(recorded)
+        if args.batch_size_given:
+            spec = ModelSpec(spec.model, args.batch_size, spec.train, spec.optimizer, spec.seed)
+    else:
+        raise ValueError(f"{args.schedule} records no model; name it with --model "
+                         f"(a zoo name or module:function)")
+    problem = Problem.load(args.problem) if args.problem else None
+    model, loss_fn, inputs, targets = spec.load()
+    granularity = schedule.extra.get("granularity", "layer")
+    graph = extract(model, loss_fn, inputs, targets, granularity=granularity, train=spec.train,
+                    optimizer=spec.optimizer, name=spec.model.rsplit(":", 1)[-1])
+    device = args.device or schedule.extra.get("device")
+    rep = verify(graph, schedule, model, inputs, targets, problem=problem, loss_fn=loss_fn,
+                 flash_dir=args.flash_dir, device=device)
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    else:
+        print(f"{spec.model} (batch {spec.batch_size}, train={spec.train}): schedule "
+              f"{schedule.strategy} from {args.schedule}")
+        print(_kv(_verify_rows(rep)))
+        if rep.passed:
+            print("PASS")
+        else:
+            print("FAIL: " + "; ".join(rep.failures))
+    return 0 if rep.passed else 1
+
+
+# ---- poet demo ---------------------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    """The main job on built-in defaults: trace, solve every strategy at one budget, verify."""
+    from pathlib import Path
+
+    import solver
+    from .extract import extract
+    from .costs import make_problem
+    from .modelspec import ModelSpec
+    from .replay import verify
+    from .units import format_bytes, format_energy
+
+    if not 0 <= args.budget <= 1:
+        raise ValueError(f"--budget must be between 0 (the minimum feasible RAM) and 1 (the "
+                         f"store-all peak), got {args.budget}")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = ModelSpec(args.model, batch_size=args.batch_size)
+    model, loss_fn, inputs, targets = spec.load()
+    graph = extract(model, loss_fn, inputs, targets, name=args.model)
+    free = make_problem(graph, args.device)
+    lo, hi = solver.min_feasible_ram(free), solver.store_all_peak(free)
+    budget = int(lo + args.budget * (hi - lo))
+    problem = free.with_budgets(ram_budget_bytes=budget)
+    problem = solver.Problem(**{**problem.__dict__, "extra": {
+        **problem.extra, "model_spec": spec.to_dict(), "granularity": "layer"}})
+    problem.save(out / "problem.json")
+    print(f"{args.model} (batch {args.batch_size}) on {args.device}: {graph.T} nodes, "
+          f"{len(graph.edges)} edges, traced in {graph.trace_seconds:.2f} s")
+    print(f"RAM budget {format_bytes(budget)}: {args.budget:.0%} of the way from the minimum "
+          f"feasible {format_bytes(lo)} to the store-all peak {format_bytes(hi)}")
+    print()
+    rows, best = [], None
+    store_all_j = sum(n.compute_j for n in problem.nodes)
+    for strategy in ("store_all", "sqrtn", "dtr", "greedy_paging", "remat", "paging", "poet"):
+        try:
+            res = solver.solve(problem, strategy=strategy, time_limit_s=args.time_limit)
+        except solver.InfeasibleError:
+            rows.append([strategy, "infeasible", "", "", "", "", ""])
+            continue
+        r = res.report
+        rows.append([strategy, res.status, format_energy(r.energy_j),
+                     f"{r.energy_j / store_all_j - 1:+.3%}", format_bytes(r.peak_ram_bytes),
+                     f"{r.n_recompute}/{r.n_page_out}/{r.n_page_in}", f"{res.solve_s:.2f}"])
+        if strategy == "poet":
+            best = res
+    print(_table(rows, ["strategy", "status", "energy", "vs store-all", "peak RAM",
+                        "remat/out/in", "solve s"]))
+    if best is None or best.schedule is None:
+        print("POET found no schedule at this budget")
+        return 1
+    sched = best.schedule
+    sched.extra.update({"model_spec": spec.to_dict(), "device": args.device,
+                        "granularity": "layer"})
+    sched.save(out / "schedule.json")
+    print()
+    rep = verify(graph, sched, model, inputs, targets, problem=problem, loss_fn=loss_fn)
+    print("replayed on real tensors against eager PyTorch:")
+    print(_kv(_verify_rows(rep)))
+    print("PASS" if rep.passed else "FAIL: " + "; ".join(rep.failures))
+    print(f"\nwrote {out / 'problem.json'} and {out / 'schedule.json'}")
+    return 0 if rep.passed else 1
+
+
 # ---- entry point -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -363,6 +492,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="stream the solver's own output")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = add("verify", "replay a schedule on real tensors and compare with eager PyTorch",
+            cmd_verify)
+    p.add_argument("schedule", help="schedule JSON file (from poet solve)")
+    p.add_argument("--model", help="override the model the schedule records (zoo name or "
+                                   "module:function)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: recorded)")
+    p.add_argument("--train", default="all", help="with --model: all | bias | last | modules")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "sgd_momentum", "adam"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="price on this device (default: the one the schedule records)")
+    p.add_argument("--problem", help="the problem JSON the schedule was solved on")
+    p.add_argument("--flash-dir", help="folder to page to (default: a temporary folder)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = add("demo", "the main job: trace a built-in model, solve every strategy at one budget, "
+                    "and verify the POET schedule on real tensors", cmd_demo)
+    p.add_argument("--model", default="resnet18", help="zoo model (default resnet18, 32x32)")
+    p.add_argument("--device", default="nrf52840", help="device profile (default nrf52840)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--budget", type=float, default=0.5,
+                   help="RAM budget as a fraction of the way from the minimum feasible RAM (0) "
+                        "to the store-all peak (1); default 0.5")
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solve (60)")
+    p.add_argument("--out-dir", default="out/demo", help="where to write problem.json and "
+                                                         "schedule.json (out/demo)")
+
     p = add("simulate", "replay a schedule on a problem and print its energy, time and peaks",
             cmd_simulate)
     p.add_argument("problem", help="problem JSON file (poet-problem/1)")
@@ -374,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "verify":
+        args.batch_size_given = args.batch_size is not None
+        if args.batch_size is None:
+            args.batch_size = 1
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -13,3 +13,7 @@ __all__ = [
     "InfeasibleError", "ProblemError", "ScheduleError", "Node", "Problem", "OPS", "STRATEGIES",
     "Schedule", "SimReport", "min_feasible_ram", "simulate", "store_all", "store_all_peak",
 ]
+
+from .solve import SolveResult, solve  # noqa: E402
+
+__all__ += ["SolveResult", "solve"]

@@ -1,0 +1,400 @@
+"""MILP backends behind one call: CBC and HiGHS through PuLP, Gurobi where it is licensed.
+
+`run(prob, backend, ...)` solves a PuLP problem and leaves the values on its variables. It
+returns a `BackendResult` whose `status` is one of "optimal" (a proof within the gap), "feasible"
+(an incumbent, no proof), "infeasible" (proven), "no-solution" (stopped without an incumbent),
+with the solver's best bound and a trajectory of (seconds, incumbent, bound) for time-to-gap
+figures. Only a solution status of "optimal"/"feasible" means the variable values are a solution:
+a time-limited PuLP run says LpStatus "Optimal" with sol_status 2, and CBC without an incumbent
+still fills in fractional values.
+
+Backend facts this module works around (TOOLCHAIN.md): CBC's bound is only in its log, so CBC is
+run as a subprocess with its output parsed (and killed by a watchdog when it overruns its time
+limit, which it does during preprocessing of large models); HiGHS reports its bound through
+`getInfo()` and its incumbents through callbacks; HiGHS' reported objective is not trusted
+when a start was given (callers recompute it from the decoded solution).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pulp
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "cbc", "highs", "gurobi")
+STATUSES = ("optimal", "feasible", "infeasible", "no-solution")
+
+
+@dataclass
+class BackendResult:
+    """What a backend run produced. Objective values and bounds are in model units."""
+
+    backend: str
+    status: str
+    objective: float | None = None      # as the solver reports it (recompute it to trust it)
+    bound: float | None = None          # best proven lower bound, None if unknown
+    solve_s: float = 0.0
+    trajectory: list[tuple[float, float | None, float | None]] = field(default_factory=list)
+    log_text: str = ""
+    message: str = ""
+
+    @property
+    def has_solution(self) -> bool:
+        return self.status in ("optimal", "feasible")
+
+
+# ---------------------------------------------------------------------------------------------
+# availability
+# ---------------------------------------------------------------------------------------------
+def cbc_path() -> str | None:
+    """A CBC binary: `cbc` on PATH, else the one bundled with PuLP; None if neither runs."""
+    found = shutil.which("cbc")
+    if found:
+        return found
+    bundled = pulp.apis.coin_api.PULP_CBC_CMD.pulp_cbc_path
+    return bundled if bundled and os.access(bundled, os.X_OK) else None
+
+
+def _highs_available() -> bool:
+    try:
+        import highspy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _gurobi_available() -> bool:
+    try:
+        return bool(pulp.GUROBI(msg=False).available())
+    except Exception:   # gurobipy missing or its licence refused: not available
+        return False
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here (a subset of "cbc", "highs", "gurobi")."""
+    out = []
+    if cbc_path():
+        out.append("cbc")
+    if _highs_available():
+        out.append("highs")
+    if _gurobi_available():
+        out.append("gurobi")
+    return out
+
+
+def resolve_backend(name: str) -> str:
+    """The concrete backend for `name`: "auto" is HiGHS where installed (faster on our graphs,
+    see benchmarks/solve.py), else CBC. Raises ValueError naming the available backends."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    avail = available_backends()
+    if name == "auto":
+        for pick in ("highs", "cbc", "gurobi"):
+            if pick in avail:
+                return pick
+        raise ValueError("no MILP backend is available: install highspy, or make PuLP's CBC "
+                         "binary executable")
+    if name not in avail:
+        raise ValueError(f"backend {name!r} is not available here (available: "
+                         f"{', '.join(avail) or 'none'})"
+                         + ("; Gurobi needs gurobipy and a licence" if name == "gurobi" else ""))
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# the common entry point
+# ---------------------------------------------------------------------------------------------
+def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 300.0,
+        threads: int | None = None, gap_rel: float = 1e-4, gap_abs: float | None = None,
+        start: bool = False, cutoff: float | None = None, relax: bool = False,
+        verbose: bool = False, progress: Callable[[str], None] | None = None) -> BackendResult:
+    """Solve `prob` (a minimisation) with `backend`; values are left on the variables.
+
+    start=True passes the variables' initial values as a MIP start (CBC: `-mips`; HiGHS:
+    `setSolution`; Gurobi: warm start). cutoff: only solutions with objective <= cutoff are
+    wanted (CBC `-cutoff`, HiGHS `objective_bound`, Gurobi `Cutoff`). The run stops at whichever
+    of gap_rel (relative) and gap_abs (absolute, model units) is met first. relax=True solves the
+    LP relaxation. verbose streams the solver's own output to stdout; progress(str) receives a
+    line per new incumbent.
+    """
+    backend = resolve_backend(backend)
+    if not (isinstance(time_limit_s, (int, float)) and time_limit_s > 0):
+        raise ValueError(f"time_limit_s must be a number > 0, got {time_limit_s!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1 or None, got {threads!r}")
+    if not 0 <= gap_rel < 1:
+        raise ValueError(f"gap must be in [0, 1), got {gap_rel!r}")
+    runner = {"cbc": _run_cbc, "highs": _run_highs, "gurobi": _run_gurobi}[backend]
+    t0 = time.perf_counter()
+    res = runner(prob, time_limit_s=float(time_limit_s), threads=threads, gap_rel=gap_rel,
+                 gap_abs=gap_abs, start=start, cutoff=cutoff, relax=relax, verbose=verbose,
+                 progress=progress)
+    res.solve_s = time.perf_counter() - t0
+    log.info("%s: %s in %.2f s (objective %s, bound %s)", backend, res.status, res.solve_s,
+             res.objective, res.bound)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# HiGHS (in process, through pulp.HiGHS)
+# ---------------------------------------------------------------------------------------------
+_banner_done = False
+
+
+def _silence_highs_banner() -> None:
+    """HiGHS prints a copyright banner to stdout the first time a solver object is created in a
+    process, before any option can turn output off; create that first object with fd 1 sent to
+    /dev/null so that library users (and the CLI's JSON output) see nothing."""
+    global _banner_done
+    if _banner_done:
+        return
+    _banner_done = True
+    import highspy
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        highspy.Highs()
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
+               progress) -> BackendResult:
+    import highspy
+    _silence_highs_banner()
+    traj: list[tuple[float, float | None, float | None]] = []
+    deadline = time.perf_counter() + time_limit_s
+
+    class _Highs(pulp.HiGHS):
+        def createAndConfigureSolver(self, lp):
+            super().createAndConfigureSolver(lp)
+            h = lp.solverModel
+            if cutoff is not None and not relax:
+                h.setOptionValue("objective_bound", float(cutoff))
+            if not relax:
+                h.cbMipImprovingSolution += _on_incumbent
+                h.cbMipInterrupt += _on_tick
+
+        def callSolver(self, lp):
+            if start and not relax:
+                sol = highspy.HighsSolution()
+                sol.col_value = [float(v.varValue or 0.0) for v in lp.variables()]
+                sol.value_valid = True
+                lp.solverModel.setSolution(sol)
+            super().callSolver(lp)
+
+    def _on_incumbent(e):
+        d = e.data_out
+        traj.append((d.running_time, d.objective_function_value, d.mip_dual_bound))
+        if progress is not None:
+            progress(f"highs: incumbent {d.objective_function_value:.6g}, bound "
+                     f"{d.mip_dual_bound:.6g} at {d.running_time:.1f} s")
+
+    def _on_tick(e):
+        d = e.data_out
+        last = traj[-1] if traj else None
+        if last is None or last[2] != d.mip_dual_bound or last[1] != d.mip_primal_bound:
+            traj.append((d.running_time, d.mip_primal_bound if math.isfinite(d.mip_primal_bound)
+                         else None, d.mip_dual_bound))
+        if time.perf_counter() > deadline + 5.0:
+            e.interrupt()   # watchdog: HiGHS checks its own limit, this is the backstop
+
+    if threads is not None:
+        highspy.Highs.resetGlobalScheduler(True)
+    solver = _Highs(mip=not relax, msg=verbose, timeLimit=time_limit_s, gapRel=gap_rel,
+                    gapAbs=gap_abs, threads=threads)
+    prob.solve(solver)
+    h = prob.solverModel
+    info = h.getInfo()
+    ms = h.getModelStatus()
+    MS = highspy.HighsModelStatus
+    has = info.primal_solution_status == int(highspy.SolutionStatus.kSolutionStatusFeasible)
+    if relax:
+        status = "optimal" if ms == MS.kOptimal else (
+            "infeasible" if ms in (MS.kInfeasible, MS.kUnboundedOrInfeasible) else "no-solution")
+        obj = info.objective_function_value if status == "optimal" else None
+        return BackendResult("highs", status, obj, obj, message=h.modelStatusToString(ms))
+    bound = info.mip_dual_bound if math.isfinite(info.mip_dual_bound) else None
+    if ms == MS.kOptimal and has:
+        status = "optimal"
+    elif ms in (MS.kInfeasible, MS.kUnboundedOrInfeasible) or (ms == MS.kObjectiveBound
+                                                                 and not has):
+        status = "infeasible"
+    elif has:
+        status = "feasible"
+    else:
+        status = "no-solution"
+    obj = info.objective_function_value if has else None
+    return BackendResult("highs", status, obj, bound, trajectory=traj,
+                         message=h.modelStatusToString(ms))
+
+
+# ---------------------------------------------------------------------------------------------
+# CBC (a subprocess we own, so it can be watched and its log parsed)
+# ---------------------------------------------------------------------------------------------
+_CBC_PROGRESS = re.compile(
+    r"Cbc0010I After \d+ nodes, \d+ on tree, (?P<best>[-+0-9.eE]+|1e\+50) best solution, "
+    r"best possible (?P<bound>[-+0-9.eE]+) \((?P<t>[0-9.]+) seconds\)")
+_CBC_INCUMBENT = re.compile(
+    r"Cbc00(?:04|12)I Integer solution of (?P<best>[-+0-9.eE]+) found.*\((?P<t>[0-9.]+) seconds\)")
+_CBC_FINAL = {
+    "objective": re.compile(r"^Objective value:\s+(?P<v>[-+0-9.eE]+)", re.M),
+    "bound": re.compile(r"^Lower bound:\s+(?P<v>[-+0-9.eE]+)", re.M),
+    "nodes": re.compile(r"^Enumerated nodes:\s+(?P<v>\d+)", re.M),
+}
+
+
+def parse_cbc_log(text: str) -> dict:
+    """Final objective, lower bound and node count, the result line, and the (seconds,
+    incumbent, bound) trajectory, from a CBC log."""
+    out: dict = {"trajectory": []}
+    for key, rx in _CBC_FINAL.items():
+        m = rx.search(text)
+        out[key] = float(m.group("v")) if m else None
+    m = re.search(r"^Result - (.*)$", text, re.M)
+    out["result"] = m.group(1).strip() if m else ""
+    best = None
+    bound = None
+    for line in text.splitlines():
+        m = _CBC_INCUMBENT.search(line)
+        if m:
+            best = float(m.group("best"))
+            out["trajectory"].append((float(m.group("t")), best, bound))
+            continue
+        m = _CBC_PROGRESS.search(line)
+        if m:
+            v = float(m.group("best"))
+            best = v if v < 1e49 else None
+            bound = float(m.group("bound"))
+            out["trajectory"].append((float(m.group("t")), best, bound))
+    return out
+
+
+def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
+             progress) -> BackendResult:
+    path = cbc_path()
+    tmp = tempfile.mkdtemp(prefix="poet-cbc-")
+    try:
+        mps, sol, mst = (os.path.join(tmp, n) for n in ("model.mps", "model.sol", "start.mst"))
+        vs, vnames, cnames, _ = prob.writeMPS(mps, rename=1)
+        helper = pulp.COIN_CMD(path=path, msg=False)
+        args = [path, mps]
+        if start and not relax:
+            helper.writesol(mst, prob, vs, vnames, cnames)
+            args += ["-mips", mst]
+        args += ["-sec", f"{time_limit_s:g}", "-timeMode", "elapsed"]
+        if not relax:
+            args += ["-ratio", f"{gap_rel:g}"]
+            if gap_abs is not None:
+                args += ["-allow", f"{gap_abs:g}"]
+            if cutoff is not None:
+                args += ["-cutoff", repr(float(cutoff))]
+        if threads is not None:
+            args += ["-threads", str(threads)]
+        args += ["-initialSolve" if relax else "-solve", "-printingOptions", "all",
+                 "-solution", sol]
+        lines: list[str] = []
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, bufsize=1)
+
+        def pump():
+            for line in proc.stdout:
+                lines.append(line)
+                if verbose:
+                    sys.stdout.write(line)
+                if progress is not None and _CBC_INCUMBENT.search(line):
+                    progress("cbc: " + line.strip())
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        grace = 10.0 + 0.1 * time_limit_s
+        killed = False
+        try:
+            proc.wait(timeout=time_limit_s + grace)
+        except subprocess.TimeoutExpired:
+            killed = True
+            proc.kill()
+            proc.wait()
+            log.warning("cbc overran its %.0f s limit by %.0f s and was stopped", time_limit_s,
+                        grace)
+        reader.join(timeout=5.0)
+        text = "".join(lines)
+        parsed = parse_cbc_log(text)
+        if killed or not os.path.exists(sol):
+            return BackendResult("cbc", "no-solution", bound=None, log_text=text,
+                                 trajectory=parsed["trajectory"],
+                                 message="stopped by the watchdog" if killed else
+                                 "cbc wrote no solution file")
+        status, values, _, _, _, sol_status = helper.readsol_MPS(sol, prob, vs, vnames, cnames)
+        with open(sol) as f:
+            head = f.readline()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = parsed["result"].lower()
+    if head.startswith("Infeasible") or "infeasible" in result:
+        return BackendResult("cbc", "infeasible", log_text=text, message=head.strip(),
+                             trajectory=parsed["trajectory"])
+    has = sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    if has:
+        prob.assignVarsVals(values)
+    obj = parsed["objective"] if parsed["objective"] is not None else (
+        pulp.value(prob.objective) if has else None)
+    if relax:
+        st = "optimal" if head.startswith("Optimal") else "no-solution"
+        return BackendResult("cbc", st, obj if st == "optimal" else None,
+                             obj if st == "optimal" else None, log_text=text, message=head.strip())
+    if not has:
+        return BackendResult("cbc", "no-solution", log_text=text, message=head.strip(),
+                             trajectory=parsed["trajectory"], bound=parsed["bound"])
+    proven = head.startswith("Optimal")
+    bound = parsed["bound"]
+    if proven and bound is None:
+        bound = obj
+    return BackendResult("cbc", "optimal" if proven else "feasible", obj, bound,
+                         trajectory=parsed["trajectory"], log_text=text, message=head.strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# Gurobi (through pulp.GUROBI, only where gurobipy and a licence are present)
+# ---------------------------------------------------------------------------------------------
+def _run_gurobi(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
+                progress) -> BackendResult:
+    params = {}
+    if gap_abs is not None:
+        params["MIPGapAbs"] = gap_abs
+    if cutoff is not None and not relax:
+        params["Cutoff"] = cutoff
+    solver = pulp.GUROBI(mip=not relax, msg=verbose, timeLimit=time_limit_s, gapRel=gap_rel,
+                         threads=threads, warmStart=start and not relax, **params)
+    prob.solve(solver)
+    m = prob.solverModel
+    has = prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    if prob.status == pulp.LpStatusInfeasible:
+        return BackendResult("gurobi", "infeasible")
+    if not has:
+        return BackendResult("gurobi", "no-solution")
+    obj = float(m.ObjVal)
+    bound = obj if relax else float(m.ObjBound)
+    proven = prob.sol_status == pulp.LpSolutionOptimal
+    return BackendResult("gurobi", "optimal" if proven else "feasible", obj, bound)

@@ -1,0 +1,329 @@
+"""`solve()`: one entry point for every strategy, MILP or heuristic.
+
+    result = solver.solve(problem, strategy="poet", backend="auto", time_limit_s=300)
+    result.status, result.objective_j, result.gap, result.schedule
+
+MILP strategies ("poet" = recompute + page, "remat" = recompute only (Checkmate), "paging" =
+page only) build the staged MILP of `solver.milp`, start it from the best heuristic schedule that
+fits the budgets (a MIP start where it lies in the staged space, and an objective cutoff at its
+energy), and return the better of the MILP's incumbent and that heuristic, so a result is never
+worse than a baseline of the same strategy. Heuristic strategies ("store_all", "sqrtn", "dtr",
+"greedy_paging") run the heuristic alone.
+
+Contract for every schedule returned: `solver.simulate` accepts it under the problem's budgets,
+and `objective_j` is the simulator's energy. For a MILP schedule, the simulator's energy also
+equals the MILP's objective at the solution (relative 1e-6); a disagreement raises RuntimeError,
+since it would mean the model and the simulator read the rules differently.
+
+Infeasible budgets raise `solver.InfeasibleError` (there is no "infeasible" result): its message
+states the minimum feasible RAM and the store-all peak. A time limit that ends the MILP without
+any schedule (and no baseline fits) returns status "timeout-without-solution".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import backends
+from .errors import InfeasibleError, ScheduleError
+from .milp import MilpModel, build_milp, plan_energy, plan_to_schedule, schedule_to_plan
+from .problem import Problem
+from .schedule import Schedule
+from .simulate import SimReport, min_feasible_ram, simulate, store_all, store_all_peak
+
+log = logging.getLogger(__name__)
+
+MILP_STRATEGIES = {"poet": (True, True), "remat": (True, False), "paging": (False, True)}
+HEURISTICS = ("store_all", "sqrtn", "dtr", "greedy_paging")
+STATUSES = ("optimal", "feasible", "infeasible", "timeout-without-solution")
+# the heuristics whose schedules a MILP strategy may fall back on (same kinds of instruction)
+FALLBACKS = {"poet": ("store_all", "sqrtn", "dtr", "greedy_paging"),
+             "remat": ("store_all", "sqrtn", "dtr"),
+             "paging": ("store_all", "greedy_paging")}
+
+
+@dataclass
+class SolveResult:
+    """The outcome of `solve()`. Energies in joules, times in seconds.
+
+    status: "optimal" (no schedule of the strategy's MILP space is cheaper than `schedule`, within
+    `gap`), "feasible" (a schedule without that proof), "timeout-without-solution" (no schedule).
+    gap = (objective - bound) / objective; gap_overhead = (objective - bound) / (objective -
+    store-all energy), the gap as a share of the overhead above store-all (0 when there is none).
+    The bound is the MILP's proven lower bound on its own (staged) space. `source` says which
+    solver produced the schedule ("milp" or a heuristic's name); `milp_objective_j` is the energy
+    of the MILP's own incumbent even when a heuristic was better.
+    """
+
+    status: str
+    schedule: Schedule | None
+    objective_j: float | None
+    bound_j: float | None
+    gap: float | None
+    gap_overhead: float | None
+    solve_s: float
+    n_variables: int
+    n_constraints: int
+    report: SimReport | None
+    strategy: str
+    backend: str | None
+    source: str | None = None
+    milp_status: str | None = None
+    milp_objective_j: float | None = None
+    store_all_energy_j: float = 0.0
+    baselines_j: dict[str, float] = field(default_factory=dict)
+    trajectory: list[tuple[float, float | None, float | None]] = field(default_factory=list)
+    message: str = ""
+
+    def summary(self) -> dict:
+        """The scalar fields, for tables and JSON."""
+        out = {k: getattr(self, k) for k in (
+            "status", "objective_j", "bound_j", "gap", "gap_overhead", "solve_s", "n_variables",
+            "n_constraints", "strategy", "backend", "source", "milp_status", "milp_objective_j",
+            "store_all_energy_j")}
+        if self.report is not None:
+            out.update(time_s=self.report.time_s, peak_ram_bytes=self.report.peak_ram_bytes,
+                       peak_flash_bytes=self.report.peak_flash_bytes,
+                       recomputes=self.report.n_recompute, page_ins=self.report.n_page_in,
+                       page_outs=self.report.n_page_out)
+        return out
+
+
+def infeasible_message(problem: Problem, strategy: str, why: str) -> str:
+    """An InfeasibleError message that tells the user which budgets would work."""
+    lo, hi = min_feasible_ram(problem), store_all_peak(problem)
+    return (f"strategy {strategy!r}: {why}. The minimum feasible RAM (static bytes plus the "
+            f"largest single compute) is {lo} bytes and store-all needs {hi} bytes: ask for a "
+            f"ram_budget_bytes between them (strategy 'poet' reaches the minimum when flash is "
+            f"unlimited)")
+
+
+def _baseline_fn(name: str):
+    if name == "store_all":
+        return store_all
+    from .baselines import BASELINES   # helper modules; imported late so milp works without them
+    return BASELINES[name]
+
+
+def _check_args(strategy, backend, time_limit_s, threads, gap, progress):
+    if strategy not in MILP_STRATEGIES and strategy not in HEURISTICS:
+        raise ValueError(f"strategy must be one of {', '.join([*MILP_STRATEGIES, *HEURISTICS])}, "
+                         f"got {strategy!r}")
+    if backend not in backends.BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(backends.BACKENDS)}, got {backend!r}")
+    if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float)) \
+            or not time_limit_s > 0 or not math.isfinite(time_limit_s):
+        raise ValueError(f"time_limit_s must be a finite number > 0, got {time_limit_s!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1 or None, got {threads!r}")
+    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 1:
+        raise ValueError(f"gap must be a number in [0, 1), got {gap!r}")
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be a callable taking a str, or None, got {progress!r}")
+
+
+def _run_baseline(problem: Problem, name: str) -> tuple[Schedule, SimReport] | None:
+    """The baseline's schedule and report if it fits every budget, else None."""
+    try:
+        sched = _baseline_fn(name)(problem)
+    except InfeasibleError as e:
+        log.info("baseline %s: %s", name, e)
+        return None
+    try:
+        rep = simulate(problem, sched)
+    except ScheduleError as e:   # a baseline that breaks a budget or a rule is not a fallback
+        log.warning("baseline %s produced a schedule the simulator rejects: %s", name, e)
+        return None
+    sched.predicted = rep.predicted()
+    return sched, rep
+
+
+def _gaps(obj: float | None, bound: float | None, e0: float) -> tuple[float | None, float | None]:
+    if obj is None or bound is None:
+        return None, None
+    diff = max(0.0, obj - bound)
+    gap = diff / obj if obj > 0 else 0.0
+    over = obj - e0
+    gap_over = diff / over if over > 1e-15 * max(1.0, obj) else 0.0
+    return gap, min(gap_over, 1.0) if diff > 0 else 0.0
+
+
+def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
+          time_limit_s: float = 300, threads: int | None = None, gap: float = 1e-4,
+          warm_start: bool = True, verbose: bool = False,
+          progress: Callable[[str], None] | None = None) -> SolveResult:
+    """Find a least-energy schedule of `strategy` for `problem` within its budgets.
+
+    backend: "auto" (HiGHS where installed, else CBC), "cbc", "highs" or "gurobi" (MILP
+    strategies only). time_limit_s bounds the whole call (heuristics, model building and the
+    solver); threads is passed to the solver (None: its default); gap is the relative gap to total
+    energy at which the solver may stop. warm_start=False gives the solver neither a start nor a
+    cutoff (the heuristics are still run, and still returned if they beat the MILP). verbose
+    streams the solver's log to stdout; progress(str) receives one line per phase and incumbent.
+
+    Raises InfeasibleError (message: minimum feasible RAM and store-all peak) when no schedule of
+    the strategy fits, ValueError for bad arguments, RuntimeError if the MILP's objective and the
+    simulator disagree.
+    """
+    _check_args(strategy, backend, time_limit_s, threads, gap, progress)
+    t_start = time.perf_counter()
+    say = progress if progress is not None else (lambda msg: None)
+    e0 = sum(n.compute_j for n in problem.nodes)
+    budget = problem.ram_budget_bytes
+
+    def done(status, sched, rep, **kw) -> SolveResult:
+        obj = rep.energy_j if rep is not None else None
+        bound = kw.pop("bound_j", None)
+        g, go = _gaps(obj, bound, e0)
+        if sched is not None:
+            sched.strategy = strategy
+            sched.predicted = rep.predicted()
+        res = SolveResult(status=status, schedule=sched, objective_j=obj, bound_j=bound, gap=g,
+                          gap_overhead=go, solve_s=time.perf_counter() - t_start,
+                          report=rep, strategy=strategy, store_all_energy_j=e0,
+                          **{"n_variables": 0, "n_constraints": 0, "backend": None, **kw})
+        say(f"{strategy}: {status}" + (f", {obj:.6g} J" if obj is not None else ""))
+        return res
+
+    # ---- heuristic strategies ------------------------------------------------------------------
+    if strategy in HEURISTICS:
+        if budget is not None and budget < min_feasible_ram(problem):
+            raise InfeasibleError(infeasible_message(
+                problem, strategy, f"ram_budget_bytes {budget} is below the minimum"))
+        try:
+            sched = _baseline_fn(strategy)(problem)
+        except InfeasibleError as e:
+            raise InfeasibleError(infeasible_message(problem, strategy, str(e))) from None
+        rep = simulate(problem, sched)
+        if strategy == "store_all":   # store-all spends the least energy any schedule can
+            return done("optimal", sched, rep, bound_j=rep.energy_j, source=strategy)
+        return done("feasible", sched, rep, source=strategy)
+
+    # ---- MILP strategies: the cases that need no solver ------------------------------------------
+    remat, paging = MILP_STRATEGIES[strategy]
+    sa_time = sum(n.compute_s for n in problem.nodes)
+    if problem.runtime_budget_s is not None and problem.runtime_budget_s < sa_time * (1 - 1e-12):
+        raise InfeasibleError(infeasible_message(
+            problem, strategy, f"runtime_budget_s {problem.runtime_budget_s:.6g} s is below the "
+            f"store-all time {sa_time:.6g} s (every node must be computed once), so no schedule "
+            f"fits it at any RAM budget"))
+    sa = _run_baseline(problem, "store_all")
+    if sa is not None:   # store-all fits: nothing spends less energy or time
+        return done("optimal", sa[0], sa[1], bound_j=sa[1].energy_j, source="store_all",
+                    baselines_j={"store_all": sa[1].energy_j})
+    lo = min_feasible_ram(problem)
+    if budget < lo:
+        raise InfeasibleError(infeasible_message(
+            problem, strategy, f"ram_budget_bytes {budget} is below the minimum"))
+
+    # ---- baselines: fallback, start and cutoff ---------------------------------------------------
+    say(f"{strategy}: running baselines {', '.join(FALLBACKS[strategy][1:])}")
+    found: dict[str, tuple[Schedule, SimReport]] = {}
+    for name in FALLBACKS[strategy][1:]:
+        got = _run_baseline(problem, name)
+        if got is not None:
+            found[name] = got
+    baselines_j = {k: v[1].energy_j for k, v in found.items()}
+    best_base = min(found.items(), key=lambda kv: kv[1][1].energy_j) if found else None
+
+    # ---- the MILP ------------------------------------------------------------------------------
+    backend_name = backends.resolve_backend(backend)
+    model = build_milp(problem, remat=remat, paging=paging)
+    say(f"{strategy}: MILP with {model.n_variables} variables ({model.n_integer} integer), "
+        f"{model.n_constraints} constraints")
+    start = cutoff = None
+    if warm_start and best_base is not None:
+        cutoff = (best_base[1][1].energy_j - model.scaling.store_all_energy_j) \
+            / model.scaling.energy_j
+        # keep a start equal to the cutoff feasible
+        cutoff += 1e-7 * (model.scaling.objective_per_store_all + abs(cutoff))
+        start = _best_start(problem, model, found)
+    remaining = time_limit_s - (time.perf_counter() - t_start)
+    say(f"{strategy}: solving with {backend_name} (time limit {max(remaining, 1.0):.0f} s)")
+    run = backends.run(model.prob, backend_name, time_limit_s=max(remaining, 1.0),
+                       threads=threads, gap_rel=gap,
+                       gap_abs=gap * model.scaling.objective_per_store_all, start=start is not None,
+                       cutoff=cutoff, verbose=verbose, progress=progress)
+    common = dict(n_variables=model.n_variables, n_constraints=model.n_constraints,
+                  backend=backend_name, milp_status=run.status, baselines_j=baselines_j,
+                  trajectory=[(s, _joules(model, o), _joules(model, b))
+                              for s, o, b in run.trajectory], message=run.message)
+    bound_j = _joules(model, run.bound)
+
+    milp_sched = milp_rep = None
+    if run.has_solution:
+        milp_sched, milp_rep = _decode(problem, model, strategy, backend_name)
+        common["milp_objective_j"] = milp_rep.energy_j
+
+    candidates = []
+    if milp_rep is not None:
+        candidates.append(("milp", milp_sched, milp_rep))
+    if best_base is not None:
+        candidates.append((best_base[0], best_base[1][0], best_base[1][1]))
+    if not candidates:
+        if run.status == "infeasible":
+            raise InfeasibleError(infeasible_message(
+                problem, strategy, f"no schedule of its space fits ram_budget_bytes {budget}"
+                + (f" and runtime_budget_s {problem.runtime_budget_s:.6g}"
+                   if problem.runtime_budget_s is not None else "")
+                + (f" and flash_budget_bytes {problem.flash_budget_bytes}"
+                   if problem.flash_budget_bytes is not None else "")))
+        return done("timeout-without-solution", None, None, bound_j=bound_j, **common)
+    source, sched, rep = min(candidates, key=lambda c: c[2].energy_j)
+    if run.status == "optimal":
+        status = "optimal"
+    elif run.status == "infeasible" and cutoff is not None:
+        # nothing in the MILP's space beats the cutoff, i.e. the best baseline
+        status, bound_j = "optimal", rep.energy_j
+    else:
+        status = "feasible"
+    return done(status, sched, rep, bound_j=bound_j, source=source, **common)
+
+
+def _joules(model: MilpModel, v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else model.to_energy_j(v)
+
+
+def _best_start(problem: Problem, model: MilpModel, found) -> object | None:
+    """Project every fitting baseline into the staged space; set the cheapest image as the
+    model's start. Returns that plan, or None if no baseline has an image."""
+    best = None
+    for name, (sched, _) in found.items():
+        plan = schedule_to_plan(problem, sched)
+        if plan is None:
+            continue
+        values = model.encode(plan)
+        if values is None or model.violations(values):
+            continue
+        e = plan_energy(problem, plan)
+        if best is None or e < best[0]:
+            best = (e, plan, name)
+    if best is None:
+        return None
+    model.set_start(best[1])
+    log.info("MIP start from %s (%.6g J)", best[2], best[0])
+    return best[1]
+
+
+def _decode(problem: Problem, model: MilpModel, strategy: str,
+            backend_name: str) -> tuple[Schedule, SimReport]:
+    """The MILP solution as a simulated schedule; raises RuntimeError if the simulator rejects it
+    or disagrees with the MILP's objective."""
+    plan = model.plan()
+    sched = plan_to_schedule(problem, plan, strategy=strategy)
+    try:
+        rep = simulate(problem, sched)
+    except ScheduleError as e:
+        raise RuntimeError(f"the MILP ({backend_name}) returned a schedule the simulator rejects: "
+                           f"{e}") from e
+    milp_j = model.energy_value_j()
+    if not math.isclose(rep.energy_j, milp_j, rel_tol=1e-6, abs_tol=1e-12):
+        raise RuntimeError(f"MILP objective {milp_j!r} J and simulated energy {rep.energy_j!r} J "
+                           f"differ ({backend_name}): the model and the simulator disagree")
+    sched.extra["solver"] = {"backend": backend_name, "plan": plan.counts()}
+    return sched, rep

@@ -1,0 +1,187 @@
+"""solve(): statuses, errors, fallbacks and the ordering of strategies and baselines."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from solver import InfeasibleError, backends, simulate
+from solver.generators import random_problem
+from solver.solve import FALLBACKS, SolveResult, solve
+
+from test_milp import BACKENDS, chain5
+
+
+def _check_result(problem, res: SolveResult):
+    assert res.schedule is not None
+    rep = simulate(problem, res.schedule)
+    assert rep.energy_j == pytest.approx(res.objective_j, rel=1e-12)
+    assert res.report.energy_j == pytest.approx(rep.energy_j, rel=1e-12)
+    assert res.schedule.problem_fingerprint == problem.fingerprint
+    assert res.schedule.strategy == res.strategy
+    assert res.schedule.predicted["energy_j"] == pytest.approx(rep.energy_j)
+    return rep
+
+
+# ---- no solver needed ------------------------------------------------------------------------------
+def test_store_all_fits_is_optimal_without_a_model():
+    p = chain5(budget=11)                  # the store-all peak
+    res = solve(p)
+    assert (res.status, res.source, res.n_variables) == ("optimal", "store_all", 0)
+    assert res.objective_j == pytest.approx(13.0)
+    assert res.gap == 0.0 and res.gap_overhead == 0.0
+    _check_result(p, res)
+    assert solve(chain5(budget=None)).objective_j == pytest.approx(13.0)
+
+
+def test_budget_below_minimum_names_minimum_and_store_all_peak():
+    with pytest.raises(InfeasibleError, match=r"7 is below.*8 bytes.*11 bytes"):
+        solve(chain5(budget=7))
+    with pytest.raises(InfeasibleError, match="8 bytes"):
+        solve(chain5(budget=7), strategy="dtr")
+
+
+def test_runtime_budget_below_store_all_time():
+    # store-all takes 5 x 1 s; nothing can be faster
+    with pytest.raises(InfeasibleError, match="store-all time 5 s"):
+        solve(chain5(runtime_budget_s=4.0))
+
+
+def test_remat_space_infeasible_raises():
+    # no recomputation and no paging cannot go below the store-all peak
+    from solver.bounds import min_feasible_budget
+    assert min_feasible_budget(chain5(), exact=True, strategy="paging") == 8
+    with pytest.raises(ValueError, match="strategy"):
+        solve(chain5(), strategy="checkmate")
+
+
+# ---- the MILP strategies on the hand-checked instance ----------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("strategy,expected", [("poet", 15.0), ("remat", 16.0), ("paging", 15.0)])
+def test_chain5_strategies(backend, strategy, expected):
+    p = chain5(c0=3.0)
+    res = solve(p, strategy=strategy, backend=backend, gap=0.0)
+    assert res.status == "optimal"
+    assert res.objective_j == pytest.approx(expected, rel=1e-9)
+    assert res.bound_j == pytest.approx(expected, rel=1e-6)
+    assert res.gap == pytest.approx(0.0, abs=1e-6) and res.gap_overhead == pytest.approx(0, abs=1e-5)
+    assert res.backend == backend and res.n_variables > 0 and res.n_constraints > 0
+    rep = _check_result(p, res)
+    assert rep.peak_ram_bytes <= 8
+
+
+def test_warm_start_off_gives_the_same_optimum():
+    p = chain5(c0=3.0)
+    assert solve(p, warm_start=False, gap=0.0).objective_j == pytest.approx(15.0)
+
+
+def test_progress_and_summary():
+    lines = []
+    res = solve(chain5(), progress=lines.append)
+    assert any("MILP with" in ln for ln in lines) and lines[-1].startswith("poet: optimal")
+    s = res.summary()
+    assert s["status"] == "optimal" and s["page_ins"] == 1 and s["recomputes"] == 0
+
+
+# ---- arguments ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,word", [
+    ({"strategy": "fast"}, "strategy"), ({"backend": "cplex"}, "backend"),
+    ({"time_limit_s": 0}, "time_limit_s"), ({"threads": 0}, "threads"),
+    ({"gap": 1.5}, "gap"), ({"progress": 3}, "progress")])
+def test_bad_arguments(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        solve(chain5(), **kwargs)
+
+
+def test_unavailable_backend_names_the_available_ones():
+    if "gurobi" in backends.available_backends():
+        pytest.skip("Gurobi is licensed here")
+    with pytest.raises(ValueError, match="available: " + ", ".join(backends.available_backends())):
+        solve(chain5(), backend="gurobi")
+
+
+# ---- heuristics and the ordering of strategies -------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["sqrtn", "dtr", "greedy_paging"])
+def test_heuristic_strategies(strategy):
+    p = random_problem(5, T=12, budget_frac=0.6)
+    try:
+        res = solve(p, strategy=strategy)
+    except InfeasibleError as e:
+        assert "minimum feasible RAM" in str(e)
+        return
+    assert res.status == "feasible" and res.bound_j is None and res.source == strategy
+    _check_result(p, res)
+
+
+def _baseline_energies(problem, names):
+    from solver.solve import _run_baseline
+    out = {}
+    for name in names:
+        got = _run_baseline(problem, name)
+        if got is not None:
+            out[name] = got[1].energy_j
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_poet_never_worse_than_baselines_or_single_techniques(seed):
+    for frac in (0.2, 0.5, 0.8):
+        p = random_problem(300 + seed, T=10, budget_frac=frac)
+        poet = solve(p, gap=0.0, time_limit_s=60)
+        assert poet.status == "optimal"
+        _check_result(p, poet)
+        for name, e in _baseline_energies(p, FALLBACKS["poet"]).items():
+            assert poet.objective_j <= e * (1 + 1e-9), name
+        for strategy in ("remat", "paging"):
+            try:
+                single = solve(p, strategy=strategy, gap=0.0, time_limit_s=60)
+            except InfeasibleError:
+                continue
+            assert single.objective_j >= poet.objective_j * (1 - 1e-9)
+            for name, e in _baseline_energies(p, FALLBACKS[strategy]).items():
+                assert single.objective_j <= e * (1 + 1e-9), name
+
+
+def test_time_limit_falls_back_to_the_best_baseline():
+    p = random_problem(11, T=80, shape="skip", budget_frac=0.3)
+    res = solve(p, time_limit_s=1.0)
+    assert res.status in ("feasible", "optimal", "timeout-without-solution")
+    if res.schedule is not None:
+        _check_result(p, res)
+        for name, e in res.baselines_j.items():
+            assert res.objective_j <= e * (1 + 1e-9), name
+    assert res.solve_s < 30
+
+
+# ---- backends -----------------------------------------------------------------------------------------
+def test_cbc_log_is_parsed():
+    text = """Cbc0012I Integer solution of 0.5 found by DiveCoefficient after 12 iterations and 0 nodes (0.21 seconds)
+Cbc0010I After 100 nodes, 7 on tree, 0.5 best solution, best possible 0.25 (1.50 seconds)
+Result - Stopped on time limit
+
+Objective value:                0.50000000
+Lower bound:                    0.250
+Gap:                            1.00
+Enumerated nodes:               137
+"""
+    got = backends.parse_cbc_log(text)
+    assert (got["objective"], got["bound"], got["nodes"]) == (0.5, 0.25, 137.0)
+    assert got["result"] == "Stopped on time limit"
+    assert got["trajectory"] == [(0.21, 0.5, None), (1.5, 0.5, 0.25)]
+
+
+@pytest.mark.skipif("cbc" not in BACKENDS, reason="CBC is not available")
+def test_cbc_reports_bound_and_status():
+    from solver.milp import build_milp
+    model = build_milp(chain5())
+    res = backends.run(model.prob, "cbc", time_limit_s=30, gap_rel=0.0)
+    assert res.status == "optimal" and res.has_solution
+    assert model.to_energy_j(res.bound) == pytest.approx(15.0, rel=1e-6)
+    assert math.isclose(model.energy_value_j(), 15.0, rel_tol=1e-9)
+    assert "Objective value" in res.log_text
+
+
+def test_auto_backend_prefers_highs():
+    avail = backends.available_backends()
+    assert backends.resolve_backend("auto") == ("highs" if "highs" in avail else "cbc")
