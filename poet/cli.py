@@ -12,6 +12,13 @@ import sys
 import textwrap
 
 EXAMPLES = {
+    "sweep": ["poet sweep resnet18 --device nrf52840 --budgets 8 --out sweeps/r18-m4",
+              "poet sweep bert --device rpi4 --budgets 1MiB:2.5MiB:6 --strategies poet,remat,paging",
+              "poet sweep p.json --budgets 256KiB,384KiB,512KiB --time-limit 30 --out sw",
+              "poet sweep resnet18 --device rpi4 --scheduler local --out sw      (Dask LocalCluster)",
+              "poet sweep resnet18 --device rpi4 --scheduler tcp://10.0.0.5:8786 --out sw"],
+    "plot": ["poet plot sweeps/r18-m4", "poet plot sweeps/r18-m4 --budget 96MiB --format pdf",
+             "poet plot --problem p.json --schedule s.json --out plots/"],
     "verify": ["poet verify s.json", "poet verify s.json --model resnet18 --batch-size 1",
                "poet verify s.json --problem p.json --flash-dir /mnt/sd/poet"],
     "solve": ["poet solve resnet18 --device rpi4 --ram 100MiB --out s.json",
@@ -441,6 +448,97 @@ def cmd_demo(args) -> int:
     return 0 if rep.passed else 1
 
 
+# ---- poet sweep --------------------------------------------------------------------------------
+def cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from .modelspec import ModelSpec
+    from .plot import plot_sweep
+    from .sweep import STRATEGIES, sweep
+    from .units import format_bytes, format_energy
+
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad:
+        raise ValueError(f"--strategies: unknown {', '.join(bad)}; choose from "
+                         f"{', '.join(STRATEGIES)}")
+    budgets = int(args.budgets) if args.budgets.isdigit() else args.budgets
+    source = args.model
+    if not (args.model.endswith(".json") or Path(args.model).is_file()):
+        if not args.device:
+            raise ValueError("--device is required when MODEL is a model (not a problem JSON)")
+        source = _spec_from_args(args)
+    runtime = [r for r in args.runtime_budgets.split(",")] if args.runtime_budgets else None
+    executor = "dask" if args.scheduler else ("serial" if args.workers == 1 else None)
+    result = sweep(source, device=args.device, budgets=budgets, strategies=strategies,
+                   runtime_budgets=runtime, time_limit_s=args.time_limit, backend=args.backend,
+                   threads=args.threads, gap=args.gap, executor=executor,
+                   scheduler=args.scheduler, out_dir=args.out,
+                   save_schedules=args.save_schedules, progress=not args.json)
+    plots = plot_sweep(result, args.out, formats=("png", args.format))
+    if args.json:
+        print(json.dumps({"csv": str(result.csv_path), "json": str(result.json_path),
+                          "plots": {k: [str(p) for p in v] for k, v in plots.items()},
+                          "solved": result.n_solved, "cached": result.n_cached,
+                          "rows": result.rows}, indent=1, default=str))
+        return 0
+    header = ["RAM budget"] + [s for s in strategies] + ["POET <= all"]
+    rows = []
+    le = {}
+    for r in result.rows:
+        if r["runtime_budget_s"] is None and r["strategy"] == "poet":
+            le[r["ram_budget_bytes"]] = r.get("poet_le_all")
+    for line in result.energy_table():
+        b = line["ram_budget_bytes"]
+        rows.append([format_bytes(b)] + [format_energy(line[s]) if line.get(s) is not None
+                                         else "infeasible" for s in strategies]
+                    + [str(le.get(b, ""))])
+    first = result.rows[0] if result.rows else {}
+    print(f"{first.get('model', '')} on {first.get('device', '')}: energy per training step")
+    print(_table(rows, header))
+    print(f"\n{result.n_solved} points solved, {result.n_cached} from the cache")
+    print(f"wrote {result.csv_path}, {result.json_path}")
+    for name, paths in plots.items():
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+# ---- poet plot ---------------------------------------------------------------------------------
+def cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from solver import Problem, Schedule
+    from .plot import plot_ram_trace, plot_schedule_matrices, plot_sweep
+    from .sweep import SweepResult
+    from .units import parse_bytes
+
+    formats = ("png", args.format)
+    if args.schedule or args.problem:
+        if not (args.schedule and args.problem):
+            raise ValueError("--schedule and --problem go together (the plots of one schedule)")
+        problem, schedule = Problem.load(args.problem), Schedule.load(args.schedule)
+        if args.budget:
+            problem = problem.with_budgets(ram_budget_bytes=parse_bytes(args.budget))
+        out = Path(args.out or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"schedule_matrices": plot_schedule_matrices(problem, schedule,
+                                                               out / "schedule_matrices",
+                                                               formats=formats),
+                   "ram_trace": plot_ram_trace(problem, schedule, out / "ram_trace",
+                                               formats=formats)}
+    else:
+        if not args.sweep_dir:
+            raise ValueError("give a sweep folder (from poet sweep --out), or --problem and "
+                             "--schedule")
+        result = SweepResult.load(args.sweep_dir)
+        budget = parse_bytes(args.budget) if args.budget else None
+        written = plot_sweep(result, args.out or args.sweep_dir, strategy=args.strategy,
+                             ram_budget_bytes=budget, formats=formats)
+    for paths in written.values():
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 # ---- entry point -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -517,6 +615,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solve (60)")
     p.add_argument("--out-dir", default="out/demo", help="where to write problem.json and "
                                                          "schedule.json (out/demo)")
+
+    p = add("sweep", "solve many RAM budgets with many strategies; write a table and plots",
+            cmd_sweep)
+    _add_model_args(p, device_required=False)
+    p.add_argument("--budgets", default="8",
+                   help="N (evenly from the minimum feasible RAM to the store-all peak), "
+                        "START:STOP:N (64KiB:1MiB:12), or a comma list (256KiB,0.95x); default 8")
+    p.add_argument("--strategies", default="poet,remat,paging,store_all,sqrtn,dtr,greedy_paging",
+                   help="comma list (default: all seven)")
+    p.add_argument("--runtime-budgets", help="comma list of runtime budgets (2.5s,1.2x)")
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solve (60)")
+    p.add_argument("--backend", default="auto", choices=["auto", "cbc", "highs", "gurobi"])
+    p.add_argument("--threads", type=int, default=1, help="solver threads per point (1)")
+    p.add_argument("--gap", type=float, default=1e-4)
+    p.add_argument("--workers", type=int, default=None,
+                   help="1 = solve in this process; default: a process pool, one per core")
+    p.add_argument("--scheduler", help="solve on Dask: 'local' (a LocalCluster) or tcp://HOST:PORT")
+    p.add_argument("--out", required=True, help="folder for sweep.csv, sweep.json, the plots "
+                                                "and the cache (a rerun resumes from it)")
+    p.add_argument("--save-schedules", action="store_true", help="also write every schedule")
+    p.add_argument("--format", default="svg", choices=["svg", "pdf"], help="vector copy")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = add("plot", "draw the trade-off plots of a sweep, or the plots of one schedule", cmd_plot)
+    p.add_argument("sweep_dir", nargs="?", help="a folder written by poet sweep")
+    p.add_argument("--out", help="where the figures go (default: the sweep folder)")
+    p.add_argument("--strategy", default="poet", help="whose schedule to draw (poet)")
+    p.add_argument("--budget", help="RAM budget of the schedule to draw (default: the tightest)")
+    p.add_argument("--problem", help="a problem JSON (with --schedule)")
+    p.add_argument("--schedule", help="a schedule JSON (with --problem)")
+    p.add_argument("--format", default="svg", choices=["svg", "pdf"], help="vector copy")
 
     p = add("simulate", "replay a schedule on a problem and print its energy, time and peaks",
             cmd_simulate)

@@ -161,9 +161,8 @@ def make_problem(graph, profile: Profile | str | os.PathLike, *, ram_budget=None
     """
     profile = load_profile(profile)
     # read the budgets first: a typo should fail before any work is done
-    ram = parse_budget(ram_budget, "ram")
-    runtime = parse_budget(runtime_budget, "runtime")
-    flash = parse_budget(flash_budget, "flash")
+    for value, what in ((ram_budget, "ram"), (runtime_budget, "runtime"), (flash_budget, "flash")):
+        parse_budget(value, what)
 
     graph_name = getattr(graph, "name", None)
     if not isinstance(graph_name, str):

@@ -54,9 +54,7 @@ from __future__ import annotations
 
 import logging
 import operator
-import sys
 import time
-import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +68,7 @@ import torch.utils._pytree as pytree
 from torch._ops import OpOverload
 from torch.utils import flop_counter
 
+from poet._callable import make_module_callable
 from poet.graph import GraphNode, Placeholder, TrainingGraph
 
 __all__ = ["extract", "ExtractError", "GRANULARITIES", "OPTIMIZERS", "TRAIN_MODES"]
@@ -148,12 +147,7 @@ def extract(
 extract.ExtractError = ExtractError  # type: ignore[attr-defined]
 
 
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> TrainingGraph:
-        return extract(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, extract)
 
 
 # =========================================================================== arguments

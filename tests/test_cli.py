@@ -82,3 +82,65 @@ def test_inspect_unknown_model_is_one_line():
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "neither a zoo name" in r.stderr and "Traceback" not in r.stderr
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "poet.cli", *args], capture_output=True,
+                          text=True)
+
+
+def test_solve_then_verify_then_simulate(tmp_path):
+    s, p = tmp_path / "s.json", tmp_path / "p.json"
+    r = _run("solve", "cnn_dropout_bn", "--device", "nrf52840", "--ram", "0.9x", "--out", str(s),
+             "--problem-out", str(p), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["status"] == "optimal" and d["peak_ram_bytes"] <= d["ram_budget_bytes"]
+    assert d["energy_j"] >= d["store_all_energy_j"]
+    r = _run("verify", str(s), "--json")
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    assert v["passed"] and v["measured_peak_bytes"] == d["peak_ram_bytes"]
+    assert v["max_abs_grad_diff"] == 0.0
+    r = _run("simulate", str(p), str(s), "--json")
+    assert json.loads(r.stdout)["energy_j"] == d["energy_j"]
+
+
+def test_solve_problem_file_and_flags(tmp_path):
+    p = tmp_path / "p.json"
+    assert _run("inspect", "cnn_dropout_bn", "--device", "rpi4", "--out", str(p)).returncode == 0
+    r = _run("solve", str(p), "--ram", "0.8x", "--no-paging", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["strategy"] == "remat" and d["page_outs"] == 0
+    r = _run("solve", str(p), "--ram", "1KiB")
+    assert r.returncode == 2 and "minimum feasible RAM" in r.stderr
+    r = _run("solve", str(p), "--ram", "lots")
+    assert r.returncode == 2 and "RAM budget" in r.stderr
+
+
+def test_verify_rejects_another_model(tmp_path):
+    s = tmp_path / "s.json"
+    assert _run("solve", "cnn_dropout_bn", "--device", "nrf52840", "--ram", "0.9x",
+                "--out", str(s)).returncode == 0
+    r = _run("verify", str(s), "--model", "mlp")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_sweep_and_plot(tmp_path):
+    out = tmp_path / "sw"
+    r = _run("sweep", "cnn_dropout_bn", "--device", "nrf52840", "--budgets", "3",
+             "--strategies", "poet,remat,paging,dtr", "--workers", "1", "--time-limit", "20",
+             "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "POET <= all" in r.stdout
+    for name in ("sweep.csv", "sweep.json", "energy_vs_budget.png", "energy_split_poet.svg",
+                 "schedule_matrices_poet.png", "ram_trace_poet.png"):
+        assert (out / name).is_file(), name
+    import csv
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert len(rows) == 12 and all(row["poet_le_all"] == "true" for row in rows
+                                   if row["strategy"] == "poet")
+    r = _run("plot", str(out), "--out", str(tmp_path / "again"), "--format", "pdf")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "again" / "energy_vs_budget.pdf").is_file()

@@ -1,6 +1,5 @@
 """A wheel built from the repo carries both packages and the profiles (DESIGN.md, Layout)."""
 
-import os
 import shutil
 import site
 import subprocess
