@@ -452,7 +452,6 @@ def cmd_demo(args) -> int:
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
-    from .modelspec import ModelSpec
     from .plot import plot_sweep
     from .sweep import STRATEGIES, sweep
     from .units import format_bytes, format_energy

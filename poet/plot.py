@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from matplotlib.patches import Patch
 
 import solver
 from solver import Problem, Schedule
+from solver.problem import atomic_file
 
 from .units import format_bytes, format_energy
 
@@ -127,18 +127,9 @@ def save_figure(fig: Figure, path: str | os.PathLike, formats: Iterable[str] = (
     written = []
     for fmt in _formats(formats):
         target = p.with_name(p.name + "." + fmt)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight",
-                            metadata={"Date": None} if fmt == "svg" else None)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_file(target, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight",
+                        metadata={"Date": None} if fmt == "svg" else None)
         written.append(target)
     return written
 

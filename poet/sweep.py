@@ -51,7 +51,6 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -61,7 +60,7 @@ from typing import Any
 
 import solver
 from solver import InfeasibleError, Problem, Schedule
-from solver.problem import read_json, write_json_atomic
+from solver.problem import atomic_file, read_json, write_json_atomic
 
 from ._callable import make_module_callable
 from .units import parse_budget
@@ -865,19 +864,8 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path, newline="") as f:
+        f.write(text)
 
 
 def _schedule_name(strategy: str, budget: int, runtime: float | None) -> str:

@@ -12,6 +12,7 @@ and on nodes, are kept on load and written back on save.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -316,15 +317,18 @@ def _schedule_error():
     return ScheduleError
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write `data` as JSON to `path` through a temp file and os.replace: a reader never sees a
-    half-written file, and a failure leaves the old file (if any) untouched."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs):
+    """Open a temp file beside `path` for writing; on a clean exit it is flushed, synced and
+    renamed onto `path`, on an exception it is removed. A reader never sees a half-written file,
+    and a failure leaves the old file (if any) untouched."""
     p = Path(path)
-    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
@@ -334,3 +338,10 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as JSON to `path` atomically (see `atomic_file`)."""
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    with atomic_file(path) as f:
+        f.write(text)
