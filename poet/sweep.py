@@ -172,7 +172,8 @@ def point_key(fingerprint: str, point: Point, flash_budget_bytes: int | None,
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def solve_point(problem: Problem, point: Point, options: SolveOptions) -> dict:
+def solve_point(problem: Problem, point: Point, options: SolveOptions,
+                starts: Sequence[dict] = ()) -> dict:
     """Solve one point (runs in a worker; no torch, no files): returns
     {"row": the solver columns of its row, "schedule": the schedule as a dict or None}.
 
@@ -180,6 +181,8 @@ def solve_point(problem: Problem, point: Point, options: SolveOptions) -> dict:
     MILP stopped by its time limit without any schedule "timeout-without-solution". Every
     schedule is replayed by `solver.simulate` with the budgets enforced, so a row's numbers are
     the simulator's.
+    `starts`: schedules (as dicts) of other strategies at this point, passed to solve() as
+    starts (the sweep gives POET the remat-only and paging-only schedules).
     Unexpected exceptions propagate (the sweep records them as status "error").
     """
     from solver.solve import solve   # imports PuLP: only where solves run
@@ -191,7 +194,7 @@ def solve_point(problem: Problem, point: Point, options: SolveOptions) -> dict:
     try:
         result = solve(p, strategy=point.strategy, backend=options.backend,
                        time_limit_s=options.time_limit_s, threads=options.threads,
-                       gap=options.gap)
+                       gap=options.gap, starts=[Schedule.from_dict(s) for s in starts])
     except InfeasibleError as e:
         row.update(status="infeasible", solve_s=time.perf_counter() - t0, error=str(e))
         return {"row": row, "schedule": None}
@@ -712,24 +715,41 @@ def sweep(problem_or_spec, *, device=None, budgets=8, strategies=STRATEGIES,
         if bar is not None:
             bar.update(1)
 
+    # POET's space holds remat-only's and paging-only's: a POET point is solved after those at
+    # its budget and starts from their schedules, so it is never worse than either (a MILP
+    # stopped at a relative gap could otherwise land a hair above one of them)
+    seeds = [s for s in ("remat", "paging") if s in strategies]
+
+    def starts_of(pt: Point) -> list[dict]:
+        if pt.strategy != "poet":
+            return []
+        got = [done.get(Point(s, pt.ram_budget_bytes, pt.runtime_budget_s)) for s in seeds]
+        return [g["schedule"] for g in got if g and g.get("schedule")]
+
+    phases = [[pt for pt in todo if pt.strategy != "poet" or not seeds],
+              [pt for pt in todo if pt.strategy == "poet" and seeds]]
     n_solved = 0
     runner = _Runner(executor, scheduler, len(todo)) if todo else None
     interrupted = False
     try:
-        if runner is not None and runner.serial:
-            for pt in todo:
-                try:
-                    res = solve_point(problem, pt, options)
-                except Exception as e:
-                    finish(pt, None, e)
-                else:
-                    finish(pt, res, None)
-                    n_solved += 1
-        elif runner is not None:
-            pending = list(todo)
+        for phase in phases:
+            if runner is None or not phase:
+                continue
+            if runner.serial:
+                for pt in phase:
+                    try:
+                        res = solve_point(problem, pt, options, starts_of(pt))
+                    except Exception as e:
+                        finish(pt, None, e)
+                    else:
+                        finish(pt, res, None)
+                        n_solved += 1
+                continue
+            pending = list(phase)
             while pending:
                 broken: list[Point] = []
-                futures = {runner.executor.submit(solve_point, problem, pt, options): pt
+                futures = {runner.executor.submit(solve_point, problem, pt, options,
+                                                  starts_of(pt)): pt
                            for pt in pending}
                 try:
                     for fut in cf.as_completed(futures):

@@ -1,19 +1,20 @@
 """solver: the MILP side of poet. Plain data in, schedules out; no torch anywhere in here.
 
     problem = solver.Problem.load("p.json")
-    report = solver.simulate(problem, solver.store_all(problem))
+    result = solver.solve(problem, strategy="poet")      # .schedule .report .gap .bound_j
+    report = solver.simulate(problem, result.schedule)   # the single definition of a schedule
 """
 
 from .errors import InfeasibleError, ProblemError, ScheduleError
 from .problem import Node, Problem
 from .schedule import OPS, STRATEGIES, Schedule
 from .simulate import SimReport, min_feasible_ram, simulate, store_all, store_all_peak
+from .backends import available_backends  # noqa: E402  (imports PuLP)
+from .bounds import lp_bound, min_feasible_budget  # noqa: E402
+from .solve import SolveResult, solve  # noqa: E402
 
 __all__ = [
     "InfeasibleError", "ProblemError", "ScheduleError", "Node", "Problem", "OPS", "STRATEGIES",
     "Schedule", "SimReport", "min_feasible_ram", "simulate", "store_all", "store_all_peak",
+    "available_backends", "lp_bound", "min_feasible_budget", "SolveResult", "solve",
 ]
-
-from .solve import SolveResult, solve  # noqa: E402
-
-__all__ += ["SolveResult", "solve"]

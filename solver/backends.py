@@ -79,7 +79,7 @@ def _highs_available() -> bool:
 def _gurobi_available() -> bool:
     try:
         return bool(pulp.GUROBI(msg=False).available())
-    except Exception:   # gurobipy missing or its licence refused: not available
+    except Exception:  # noqa: BLE001 -- gurobipy missing, or its licence refused: unavailable
         return False
 
 
@@ -120,7 +120,8 @@ def resolve_backend(name: str) -> str:
 def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 300.0,
         threads: int | None = None, gap_rel: float = 1e-4, gap_abs: float | None = None,
         start: bool = False, cutoff: float | None = None, relax: bool = False,
-        verbose: bool = False, progress: Callable[[str], None] | None = None) -> BackendResult:
+        verbose: bool = False, progress: Callable[[str], None] | None = None,
+        options: dict | None = None) -> BackendResult:
     """Solve `prob` (a minimisation) with `backend`; values are left on the variables.
 
     start=True passes the variables' initial values as a MIP start (CBC: `-mips`; HiGHS:
@@ -128,7 +129,8 @@ def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 30
     wanted (CBC `-cutoff`, HiGHS `objective_bound`, Gurobi `Cutoff`). The run stops at whichever
     of gap_rel (relative) and gap_abs (absolute, model units) is met first. relax=True solves the
     LP relaxation. verbose streams the solver's own output to stdout; progress(str) receives a
-    line per new incumbent.
+    line per new incumbent. options: solver-specific settings (HiGHS option names and values;
+    CBC command-line options as {"name": value}; Gurobi parameters).
     """
     backend = resolve_backend(backend)
     if not (isinstance(time_limit_s, (int, float)) and time_limit_s > 0):
@@ -142,7 +144,7 @@ def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 30
     t0 = time.perf_counter()
     res = runner(prob, time_limit_s=float(time_limit_s), threads=threads, gap_rel=gap_rel,
                  gap_abs=gap_abs, start=start, cutoff=cutoff, relax=relax, verbose=verbose,
-                 progress=progress)
+                 progress=progress, options=dict(options or {}))
     res.solve_s = time.perf_counter() - t0
     log.info("%s: %s in %.2f s (objective %s, bound %s)", backend, res.status, res.solve_s,
              res.objective, res.bound)
@@ -180,7 +182,7 @@ def _silence_highs_banner() -> None:
 
 
 def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
-               progress) -> BackendResult:
+               progress, options) -> BackendResult:
     import highspy
     _silence_highs_banner()
     traj: list[tuple[float, float | None, float | None]] = []
@@ -192,6 +194,8 @@ def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, 
             h = lp.solverModel
             if cutoff is not None and not relax:
                 h.setOptionValue("objective_bound", float(cutoff))
+            for key, value in options.items():
+                h.setOptionValue(key, value)
             if not relax:
                 h.cbMipImprovingSolution += _on_incumbent
                 h.cbMipInterrupt += _on_tick
@@ -259,9 +263,9 @@ _CBC_PROGRESS = re.compile(
 _CBC_INCUMBENT = re.compile(
     r"Cbc00(?:04|12)I Integer solution of (?P<best>[-+0-9.eE]+) found.*\((?P<t>[0-9.]+) seconds\)")
 _CBC_FINAL = {
-    "objective": re.compile(r"^Objective value:\s+(?P<v>[-+0-9.eE]+)", re.M),
-    "bound": re.compile(r"^Lower bound:\s+(?P<v>[-+0-9.eE]+)", re.M),
-    "nodes": re.compile(r"^Enumerated nodes:\s+(?P<v>\d+)", re.M),
+    "objective": re.compile(r"^Objective value:\s+(?P<v>[-+0-9.eE]+)", re.MULTILINE),
+    "bound": re.compile(r"^Lower bound:\s+(?P<v>[-+0-9.eE]+)", re.MULTILINE),
+    "nodes": re.compile(r"^Enumerated nodes:\s+(?P<v>\d+)", re.MULTILINE),
 }
 
 
@@ -272,7 +276,7 @@ def parse_cbc_log(text: str) -> dict:
     for key, rx in _CBC_FINAL.items():
         m = rx.search(text)
         out[key] = float(m.group("v")) if m else None
-    m = re.search(r"^Result - (.*)$", text, re.M)
+    m = re.search(r"^Result - (.*)$", text, re.MULTILINE)
     out["result"] = m.group(1).strip() if m else ""
     best = None
     bound = None
@@ -292,7 +296,7 @@ def parse_cbc_log(text: str) -> dict:
 
 
 def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
-             progress) -> BackendResult:
+             progress, options) -> BackendResult:
     path = cbc_path()
     tmp = tempfile.mkdtemp(prefix="poet-cbc-")
     try:
@@ -312,6 +316,8 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
                 args += ["-cutoff", repr(float(cutoff))]
         if threads is not None:
             args += ["-threads", str(threads)]
+        for key, value in options.items():
+            args += [f"-{key}", str(value)]
         args += ["-initialSolve" if relax else "-solve", "-printingOptions", "all",
                  "-solution", sol]
         lines: list[str] = []
@@ -328,7 +334,7 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        grace = 10.0 + 0.1 * time_limit_s
+        grace = 5.0 + 0.05 * time_limit_s
         killed = False
         try:
             proc.wait(timeout=time_limit_s + grace)
@@ -346,7 +352,7 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
                                  trajectory=parsed["trajectory"],
                                  message="stopped by the watchdog" if killed else
                                  "cbc wrote no solution file")
-        status, values, _, _, _, sol_status = helper.readsol_MPS(sol, prob, vs, vnames, cnames)
+        _, values, _, _, _, sol_status = helper.readsol_MPS(sol, prob, vs, vnames, cnames)
         with open(sol) as f:
             head = f.readline()
     finally:
@@ -379,8 +385,8 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
 # Gurobi (through pulp.GUROBI, only where gurobipy and a licence are present)
 # ---------------------------------------------------------------------------------------------
 def _run_gurobi(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
-                progress) -> BackendResult:
-    params = {}
+                progress, options) -> BackendResult:
+    params = dict(options)
     if gap_abs is not None:
         params["MIPGapAbs"] = gap_abs
     if cutoff is not None and not relax:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+import pulp
+
 from . import backends
 from .errors import InfeasibleError
 from .milp import Scaling, build_milp
@@ -59,7 +61,7 @@ def _feasible(problem: Problem, budget: int, remat: bool, paging: bool, backend:
     """True / False if the staged MILP at this budget has a schedule or provably none; None if
     the solver ran out of time without deciding."""
     model = build_milp(problem.with_budgets(ram_budget_bytes=budget), remat=remat, paging=paging)
-    model.prob.setObjective(0 * next(iter(model.prob.variables())))   # any schedule will do
+    model.prob.setObjective(pulp.LpAffineExpression())   # any schedule will do
     res = backends.run(model.prob, backend, time_limit_s=time_limit_s, gap_rel=0.0)
     if res.has_solution:
         return True
@@ -93,11 +95,11 @@ def min_feasible_budget(problem: Problem, exact: bool = False, strategy: str = "
     # RAM in use is static + whole units, so only budgets base + k * unit matter
     k_lo = -(-(lo - base) // sc.unit_bytes)          # ceil: below this nothing fits
     k_hi = (hi - base) // sc.unit_bytes              # store-all fits here
-    if problem.runtime_budget_s is not None or problem.flash_budget_bytes is not None:
-        if not _feasible(problem, base + k_hi * sc.unit_bytes, remat, paging, backend,
-                         time_limit_s):
-            raise InfeasibleError(infeasible_message(
-                problem, strategy, "its runtime or flash budget cannot be met at any RAM budget"))
+    if (problem.runtime_budget_s is not None or problem.flash_budget_bytes is not None) \
+            and not _feasible(problem, base + k_hi * sc.unit_bytes, remat, paging, backend,
+                              time_limit_s):
+        raise InfeasibleError(infeasible_message(
+            problem, strategy, "its runtime or flash budget cannot be met at any RAM budget"))
     if _feasible(problem, base + k_lo * sc.unit_bytes, remat, paging, backend, time_limit_s):
         return base + k_lo * sc.unit_bytes
     unsure = False

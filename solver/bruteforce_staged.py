@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from .errors import InfeasibleError
 from .milp import StagedPlan, plan_energy, plan_to_schedule, staged_space
@@ -39,7 +39,8 @@ class StagedOptimum:
 
 
 def optimal_staged(problem: Problem, *, remat: bool = True, paging: bool = True,
-                   backward_remat: str = "far", forward_stages: str = "skips") -> StagedOptimum:
+                   backward_remat: str = "far", forward_stages: str = "skips",
+                   read_in_stage: str = "all") -> StagedOptimum:
     """The least-energy plan of the staged space under the problem's budgets.
 
     Raises InfeasibleError when no plan of the space fits, ValueError when T > MAX_T.
@@ -47,9 +48,9 @@ def optimal_staged(problem: Problem, *, remat: bool = True, paging: bool = True,
     if problem.T > MAX_T:
         raise ValueError(f"optimal_staged is exponential: T must be <= {MAX_T}, got {problem.T}")
     space = staged_space(problem, remat=remat, paging=paging, backward_remat=backward_remat,
-                         forward_stages=forward_stages)
+                         forward_stages=forward_stages, read_in_stage=read_in_stage)
     T = problem.T
-    nodes, preds, succs = problem.nodes, problem.preds, problem.succs
+    nodes, preds = problem.nodes, problem.preds
     H = space.horizon
     b = [n.out_bytes for n in nodes]
     w = [n.workspace_bytes for n in nodes]
@@ -66,15 +67,19 @@ def optimal_staged(problem: Problem, *, remat: bool = True, paging: bool = True,
         def rec(idx, mats, have):
             if idx == len(cands):
                 if all(p in have for p in preds[t]):
-                    yield mats + [(t, "compute")]
+                    full = mats + [(t, "compute")]
+                    if all(not space.must_be_read(t, k, how)
+                           or any(h == "compute" and j > k and k in preds[j] for j, h in full)
+                           for k, how in mats):
+                        yield full
                 return
             k = cands[idx]
             yield from rec(idx + 1, mats, have)
             if k in kept:
                 return                          # one copy per stage
-            if space.recompute[k] and space.may_materialise(t, k) and all(p in have for p in preds[k]):
+            if space.can_recompute(t, k) and all(p in have for p in preds[k]):
                 yield from rec(idx + 1, mats + [(k, "compute")], have | {k})
-            if space.pageable[k] and space.may_materialise(t, k) and k in on_flash:
+            if space.can_page_in(t, k) and k in on_flash:
                 yield from rec(idx + 1, mats + [(k, "page_in")], have | {k})
 
         yield from rec(0, [], frozenset(kept))
@@ -137,7 +142,7 @@ def optimal_staged(problem: Problem, *, remat: bool = True, paging: bool = True,
                             for fk in itertools.combinations(fl, q):
                                 yield mats, po, keep, frozenset(fk), e2, s2
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(t, kept, on_flash):
         """Pareto list of (energy, time, plans-to-go) from stage t with this state."""
         states[0] += 1
@@ -160,8 +165,10 @@ def optimal_staged(problem: Problem, *, remat: bool = True, paging: bool = True,
     sched = plan_to_schedule(problem, plan, strategy="bruteforce_staged")
     rep = simulate(problem, sched)
     sched.predicted = rep.predicted()
-    if abs(rep.energy_j - plan_energy(problem, plan)) > 1e-9 * max(1.0, abs(rep.energy_j)):
-        raise RuntimeError("bruteforce_staged: plan energy and simulated energy differ")
+    for e in (energy, plan_energy(problem, plan)):
+        if abs(rep.energy_j - e) > 1e-9 * max(1.0, abs(rep.energy_j)):
+            raise RuntimeError(f"bruteforce_staged: search energy {e!r} and simulated energy "
+                               f"{rep.energy_j!r} differ")
     return StagedOptimum(rep.energy_j, plan, sched, states[0])
 
 

@@ -11,17 +11,25 @@ the last compute in the stage that reads it unless it is kept for a later stage,
 is dropped right after its last page-in. `plan_to_schedule` turns a plan into instructions with
 exactly this minimal residency, so a plan's energy is the sum of its computes and page transfers.
 
-Which materialisations exist (the restrictions, each measured against brute force):
+Which materialisations exist (the restrictions; the defaults, measured against the unrestricted
+search of `solver.bruteforce` on 200 random DAGs, lose optimality on 5 of them, all through the
+first two items of the last point):
 - H(i), the horizon of i: the last stage in which i can be read, H(i) = max over consumers c of
   (H(c) if c may be recomputed else c); H(i) = i for a node nobody reads. Recomputes, page-ins
   and retention of i exist only in stages i < t <= H(i).
 - A backward node is recomputed only if a consumer lies beyond the next node (max succ > i + 1)
-  (`backward_remat="far"`, the default; "all" or "none" are options). Forward and loss nodes may be
-  recomputed in any later stage, forward stages included.
+  (`backward_remat="far"`; "all" or "none" are options).
+- A forward stage t recomputes or pages in only the inputs of t that skip over t-1 (residuals,
+  long skips; `forward_stages="skips"`; "all" or "none" are options). Loss and backward stages
+  may materialise any node whose horizon they lie in.
+- A recompute or page-in must be read by a later compute of its own stage
+  (`read_in_stage="all"`): a copy made only to be kept for a later stage is ruled out ("page_in"
+  applies the rule to page-ins only, where it loses nothing; "none" drops it). This rule tightens
+  the LP relaxation a lot: on ResNet-18 it took the 1e-4 gap from over 600 s to 33 s.
 - One materialisation of a node per stage, at its own position; one page-out per node, right
-  after its first compute. Hence a node is paged out before it is first freed, and the staged
-  space misses schedules whose first computes leave id order or that hold two copies' lifetimes
-  of a node inside one stage.
+  after its first compute. Hence the staged space misses schedules whose first computes leave
+  id order (a diamond's branches in the other order can peak lower) or that hold two copies'
+  lifetimes of a node inside one stage.
 
 The MILP (B = RAM budget - static bytes, memory in units g = gcd of all sizes; energies divided by
 E0 = the store-all energy, so the objective is the overhead above store-all)
@@ -52,9 +60,12 @@ to the minimal residency (a consumer needs m - sum F = 1, so nothing it reads is
 the decoded minimal-residency schedule never holds more RAM than a row allowed. F[t,i,t] (a free
 at the end of the stage) is implied by the inequality in the S row and needs no column.
 
-Every optimum of the MILP is an optimum of the staged space: the space also contains "useless"
-materialisations (a copy nobody reads), which the MILP may have to hold until a consumer's
-position, but they only add energy and RAM, so they are never needed for an optimum.
+      R[t,i] + P[t,i] <= sum_{j in succ(i) computable in t, j < t} R[t,j]   (read in stage)
+The MILP's feasible plans are exactly the staged plans whose minimal residency fits: with
+read_in_stage="all" every copy is read, so the MILP can always free it right after its last
+reader (with "page_in"/"none" a copy nobody reads may have to be held until a reader's
+position, which only adds energy and RAM and so never matters for an optimum).
+`solver.bruteforce_staged` searches the same space independently.
 """
 
 from __future__ import annotations
@@ -72,6 +83,7 @@ from .schedule import Schedule
 
 BACKWARD_REMAT = ("far", "all", "none")
 FORWARD_STAGES = ("all", "skips", "none")
+READ_IN_STAGE = ("page_in", "all", "none")
 MATERIALISE = ("compute", "page_in")
 
 
@@ -91,10 +103,11 @@ class StagedSpace:
     paging: bool
     backward_remat: str
     horizon: tuple[int, ...]       # H(i): last stage in which i can be read
-    recompute: tuple[bool, ...]    # R[t,i] exists for i < t <= H(i) in active stages
-    pageable: tuple[bool, ...]     # O[i] exists, and P[t,i] for i < t <= H(i) in active stages
+    recompute: tuple[bool, ...]    # i may be recomputed (in some stage i < t <= H(i))
+    pageable: tuple[bool, ...]     # O[i] exists (and i may be paged in, in some stage)
     flash_binds: bool              # a flash budget below the bytes of every pageable node
     forward_stages: str            # what forward stages may materialise: FORWARD_STAGES
+    read_in_stage: str             # which materialisations must be read in their stage: JIT
 
     def stages(self, i: int) -> range:
         """Stages after i's first compute in which i may be resident: i < t <= H(i)."""
@@ -103,6 +116,22 @@ class StagedSpace:
     @property
     def T(self) -> int:
         return self.problem.T
+
+    def can_recompute(self, t: int, i: int) -> bool:
+        """Whether R[t,i] exists (i < t)."""
+        return self._options[t].get(i, (False, False))[0]
+
+    def can_page_in(self, t: int, i: int) -> bool:
+        """Whether P[t,i] exists (i < t)."""
+        return self._options[t].get(i, (False, False))[1]
+
+    def must_be_read(self, t: int, i: int, how: str) -> bool:
+        """Whether materialising i in stage t (how: "compute" | "page_in") requires a later
+        compute of the same stage to read it (the read_in_stage rule; t itself always reads
+        its operands)."""
+        if t in self._succ_sets[i] or self.read_in_stage == "none":
+            return False
+        return how == "page_in" or self.read_in_stage == "all"
 
     def candidates(self, t: int) -> list[int]:
         """Positions k < t at which something may be materialised in stage t."""
@@ -116,14 +145,17 @@ class StagedSpace:
         """Nodes i < t that may be resident in stage t (t <= H(i))."""
         return self._live[t]
 
+    def readers(self, t: int, i: int) -> list[int]:
+        """Consumers of i that may be computed in stage t (t itself included if it reads i)."""
+        comp = self._computable_set[t]
+        return [k for k in self.problem.succs[i] if k in comp]
+
     def free_positions(self, t: int, i: int) -> list[int]:
         """K(t,i) minus t: consumers k < t of i that may be computed in stage t, where i may be
         freed right after k's compute."""
-        comp = self._computable_set[t]
-        return [k for k in self.problem.succs[i] if k < t and k in comp]
+        return [k for k in self.readers(t, i) if k < t]
 
-    def may_materialise(self, t: int, i: int) -> bool:
-        """Whether stage t may recompute or page in i (before its index sets say which)."""
+    def _may_materialise(self, t: int, i: int) -> bool:
         if self.problem.nodes[t].kind != "forward" or self.forward_stages == "all":
             return True
         if self.forward_stages == "none":
@@ -132,16 +164,37 @@ class StagedSpace:
 
     def __post_init__(self):
         T = self.problem.T
+        succs = self.problem.succs
         object.__setattr__(self, "_pred_sets", [frozenset(p) for p in self.problem.preds])
-        cands, comps, lives, comp_sets = [], [], [], []
+        object.__setattr__(self, "_succ_sets", [frozenset(s) for s in succs])
+        options, cands, comps, lives, comp_sets = [], [], [], [], []
         for t in range(T):
             live = [i for i in range(t) if self.horizon[i] >= t]
+            opts = {k: (self.recompute[k], self.pageable[k]) for k in live
+                    if self._may_materialise(t, k) and (self.recompute[k] or self.pageable[k])}
+            # a materialisation that must be read in its stage needs a reader that may run
+            # there; dropping a recompute can leave another without one, hence the loop
+            changed = True
+            while changed:
+                changed = False
+                comp = {k for k, (r, _) in opts.items() if r} | {t}
+                for k, (r, p) in list(opts.items()):
+                    has_reader = any(j in comp for j in succs[k])
+                    r2 = r and (has_reader or not self.must_be_read(t, k, "compute"))
+                    p2 = p and (has_reader or not self.must_be_read(t, k, "page_in"))
+                    if (r2, p2) != (r, p):
+                        changed = True
+                        if r2 or p2:
+                            opts[k] = (r2, p2)
+                        else:
+                            del opts[k]
+            options.append(opts)
             lives.append(live)
-            cands.append([k for k in live if self.may_materialise(t, k)
-                          and (self.recompute[k] or self.pageable[k])])
-            comp = [k for k in live if self.may_materialise(t, k) and self.recompute[k]] + [t]
+            cands.append(sorted(opts))
+            comp = sorted(k for k, (r, _) in opts.items() if r) + [t]
             comps.append(comp)
             comp_sets.append(frozenset(comp))
+        object.__setattr__(self, "_options", options)
         object.__setattr__(self, "_candidates", cands)
         object.__setattr__(self, "_computable", comps)
         object.__setattr__(self, "_live", lives)
@@ -149,18 +202,26 @@ class StagedSpace:
 
 
 def staged_space(problem: Problem, *, remat: bool = True, paging: bool = True,
-                 backward_remat: str = "far", forward_stages: str = "skips") -> StagedSpace:
+                 backward_remat: str = "far", forward_stages: str = "skips",
+                 read_in_stage: str = "all") -> StagedSpace:
     """The staged space of `problem` with recomputation and/or paging switched on.
 
     forward_stages: what a forward stage t may recompute or page in: "all" (any live node),
     "skips" (only inputs of t that skip over t-1, as a residual or long skip connection needs),
-    "none". Loss and backward stages may always materialise any live node."""
+    "none". Loss and backward stages may always materialise any live node.
+    read_in_stage: "all" (a recompute or page-in must be read by a later compute of its own
+    stage), "page_in" (page-ins only: paging in earlier only holds RAM longer, so this loses
+    nothing) or "none".
+    """
     if forward_stages not in FORWARD_STAGES:
         raise ValueError(f"forward_stages must be one of {', '.join(FORWARD_STAGES)}, "
                          f"got {forward_stages!r}")
     if backward_remat not in BACKWARD_REMAT:
         raise ValueError(f"backward_remat must be one of {', '.join(BACKWARD_REMAT)}, "
                          f"got {backward_remat!r}")
+    if read_in_stage not in READ_IN_STAGE:
+        raise ValueError(f"read_in_stage must be one of {', '.join(READ_IN_STAGE)}, "
+                         f"got {read_in_stage!r}")
     T, succs = problem.T, problem.succs
     recompute = []
     for n in problem.nodes:
@@ -176,7 +237,7 @@ def staged_space(problem: Problem, *, remat: bool = True, paging: bool = True,
     flash_binds = (fb is not None and paging
                    and sum(n.out_bytes for n in problem.nodes if pageable[n.id]) > fb)
     return StagedSpace(problem, remat, paging, backward_remat, tuple(horizon), tuple(recompute),
-                       tuple(pageable), flash_binds, forward_stages)
+                       tuple(pageable), flash_binds, forward_stages, read_in_stage)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,14 +283,13 @@ class _Copy:
     last_use: tuple[int, int] | None = None   # (stage, position) of the last compute reading it
 
 
-def _copies(problem: Problem, plan: StagedPlan) -> tuple[dict, list[_Copy]]:
-    """Check the plan's structure and operand availability; return ({(t, k): copy made there},
-    every copy in order) with each copy's last use filled in."""
+def _copies(problem: Problem, plan: StagedPlan) -> list[_Copy]:
+    """Check the plan's structure and operand availability; return every copy in order, each
+    with its last use filled in."""
     T = problem.T
     if len(plan.stages) != T:
         raise PlanError(f"a plan needs {T} stages (one per node), got {len(plan.stages)}")
     current: dict[int, _Copy] = {}
-    made: dict[tuple[int, int], _Copy] = {}
     order: list[_Copy] = []
     for t, st in enumerate(plan.stages):
         if not st or st[-1] != (t, "compute"):
@@ -255,12 +315,11 @@ def _copies(problem: Problem, plan: StagedPlan) -> tuple[dict, list[_Copy]]:
                                     f"(it is paged out only right after its first compute)")
             c = _Copy(k, t)
             current[k] = c
-            made[(t, k)] = c
             order.append(c)
     for i in plan.paged_out:
         if not 0 <= i < T:
             raise PlanError(f"paged_out names node {i}, which does not exist")
-    return made, order
+    return order
 
 
 def plan_to_instructions(problem: Problem, plan: StagedPlan) -> list[tuple[str, int]]:
@@ -268,7 +327,7 @@ def plan_to_instructions(problem: Problem, plan: StagedPlan) -> list[tuple[str, 
     last compute that reads it (a copy nobody reads right after it is made), each flash copy is
     dropped right after its last page-in (right after its page-out if never paged in).
     Raises PlanError if the plan reads a tensor that is not resident."""
-    made, order = _copies(problem, plan)
+    order = _copies(problem, plan)
     frees_at: dict[tuple[int, int], list[int]] = {}
     for c in order:
         at = c.last_use if c.last_use is not None else (c.stage, c.node)
@@ -305,10 +364,10 @@ def schedule_to_plan(problem: Problem, schedule: Schedule) -> StagedPlan | None:
     Stages are cut at first computes (which must come in id order); every materialisation of a
     stage is moved to its own position; every page-out becomes the page-out after the first
     compute; copies nobody reads and page-outs never paged in are dropped (they only cost).
-    The result is checked by `plan_to_instructions` but not against budgets or the space's
-    index sets (see `StagedSpace.admits`)."""
+    The result is checked for operand availability but not against the budgets or the
+    space's index sets (`MilpModel.encode` and `MilpModel.violations` do that)."""
     T = problem.T
-    stages: list[dict[int, str]] = [dict() for _ in range(T)]
+    stages: list[dict[int, str]] = [{} for _ in range(T)]
     paged: set[int] = set()
     first = 0
     for op, i in schedule.instructions:
@@ -341,7 +400,7 @@ def drop_useless(problem: Problem, plan: StagedPlan) -> StagedPlan:
     """The plan without copies nobody reads (recomputes and page-ins; first computes stay) and
     without page-outs never paged in: same validity, no more RAM, energy or time."""
     while True:
-        made, order = _copies(problem, plan)
+        order = _copies(problem, plan)
         useless = {(c.stage, c.node) for c in order
                    if c.last_use is None and c.node != c.stage}
         read_in = {k for st in plan.stages for k, how in st if how == "page_in"}
@@ -366,7 +425,7 @@ class Scaling:
     store_all_time_s: float
 
     @classmethod
-    def of(cls, problem: Problem, objective_scale: float = 1.0) -> "Scaling":
+    def of(cls, problem: Problem, objective_scale: float = 1.0) -> Scaling:
         """objective_scale: objective units per store-all energy (1: the objective is the
         relative overhead above store-all)."""
         sizes = [n.out_bytes for n in problem.nodes] + [n.workspace_bytes for n in problem.nodes]
@@ -411,7 +470,7 @@ class MilpModel:
 
     @property
     def n_constraints(self) -> int:
-        return len(self.prob._constraints)
+        return len(self.prob.constraints())
 
     @property
     def n_integer(self) -> int:
@@ -419,7 +478,8 @@ class MilpModel:
 
     # -- values ------------------------------------------------------------------------------
     def overhead_value(self) -> float:
-        """Objective at the current variable values (relative overhead above store-all)."""
+        """Objective at the current variable values: the energy above store-all, in objective
+        units (`scaling.energy_j` joules each)."""
         v = pulp.value(self.prob.objective)
         return float(v) if v is not None else 0.0
 
@@ -451,7 +511,7 @@ class MilpModel:
         """Values of every variable for `plan` with minimal residency (useless copies dropped),
         or None if the plan uses a materialisation this model has no column for."""
         plan = drop_useless(self.problem, plan)
-        made, order = _copies(self.problem, plan)
+        order = _copies(self.problem, plan)
         val: dict[str, float] = {v.name: 0.0 for v in self.prob.variables()}
         for t, st in enumerate(plan.stages):
             for k, how in st[:-1]:
@@ -512,12 +572,12 @@ class MilpModel:
     def violations(self, values: dict[str, float], tol: float = 1e-6) -> list[str]:
         """Names of the rows `values` breaks (a check used by tests and by warm starts)."""
         bad = []
-        for name, c in self.prob._constraints.items():
+        for c in self.prob.constraints():
             lhs = sum(coef * values[v.name] for v, coef in c.items()) + c.constant
             if (c.sense == pulp.LpConstraintLE and lhs > tol) or \
                (c.sense == pulp.LpConstraintGE and lhs < -tol) or \
                (c.sense == pulp.LpConstraintEQ and abs(lhs) > tol):
-                bad.append(name)
+                bad.append(c.name)
         return bad
 
 
@@ -532,7 +592,8 @@ def _objective_scale(problem: Problem) -> float:
 
 
 def build_milp(problem: Problem, *, remat: bool = True, paging: bool = True,
-               backward_remat: str = "far", forward_stages: str = "skips", relax: bool = False,
+               backward_remat: str = "far", forward_stages: str = "skips",
+               read_in_stage: str = "all", relax: bool = False,
                cutoff_overhead: float | None = None, mem_scale: bool = True,
                objective_scale: float | None = None) -> MilpModel:
     """Build the staged MILP of `problem` (see the module docstring for the math).
@@ -550,20 +611,20 @@ def build_milp(problem: Problem, *, remat: bool = True, paging: bool = True,
         raise ProblemError(f"ram_budget_bytes ({problem.ram_budget_bytes}) is below static_bytes "
                            f"({problem.static_bytes}): nothing can be scheduled")
     space = staged_space(problem, remat=remat, paging=paging, backward_remat=backward_remat,
-                         forward_stages=forward_stages)
+                         forward_stages=forward_stages, read_in_stage=read_in_stage)
     if objective_scale is None:
         objective_scale = _objective_scale(problem)
     sc = Scaling.of(problem, objective_scale)
     T, nodes, preds = problem.T, problem.nodes, problem.preds
     # memory rows: whole gcd units, times a power of two that brings the budget near 2^10 (exact
-    # in floating point). Binaries within the solver's integrality tolerance (1e-6) of 0/1 and
-    # its row tolerance may overstate what fits by less than `slack` units; the RAM in use is a
-    # whole number of units, so taking floor(slack) off the budget makes every rounded solution
-    # fit (on small graphs floor(slack) is 0).
+    # in floating point). Binaries a hair off 0/1 (solvers return them within ~1e-9) and the row
+    # tolerance (1e-7 scaled) may overstate what fits by less than `slack` units; RAM in use is
+    # a whole number of units, so floor(slack) off the budget keeps rounded solutions within it
+    # (floor(slack) is 0 below a billion units; solve() checks every schedule anyway).
     shift = 2.0 ** -max(0, sc.units(free_bytes).bit_length() - 11) if mem_scale else 1.0
     b = [sc.units(n.out_bytes) * shift for n in nodes]
     w = [sc.units(n.workspace_bytes) * shift for n in nodes]
-    slack = 1e-6 * sum(sc.units(n.out_bytes) for n in nodes) + 1e-6 / shift
+    slack = 1e-9 * sum(sc.units(n.out_bytes) for n in nodes) + 1e-7 / shift
     budget = (sc.units(free_bytes) - math.floor(slack)) * shift
     cat = pulp.LpContinuous if relax else pulp.LpBinary
     prob = pulp.LpProblem(re.sub(r"[^A-Za-z0-9_]", "_", problem.name or "poet")[:60] or "poet",
@@ -589,9 +650,9 @@ def build_milp(problem: Problem, *, remat: bool = True, paging: bool = True,
             O[i] = var(f"O_{i}", cat)
         for t in space.stages(i):
             S[(t, i)] = var(f"S_{t}_{i}")
-            if space.recompute[i] and space.may_materialise(t, i):
+            if space.can_recompute(t, i):
                 R[(t, i)] = var(f"R_{t}_{i}", cat)
-            if space.pageable[i] and space.may_materialise(t, i):
+            if space.can_page_in(t, i):
                 P[(t, i)] = var(f"P_{t}_{i}", cat)
             if space.pageable[i] and space.flash_binds:
                 L[(t, i)] = var(f"L_{t}_{i}")
@@ -638,6 +699,13 @@ def build_milp(problem: Problem, *, remat: bool = True, paging: bool = True,
                 else:
                     row([(R[(t, j)], 1.0)] + [(v, -c) for v, c in m] + frees, LE, 0,
                         f"need_{t}_{j}_{i}")
+        # a materialisation that must be read in its stage: some later compute reads it
+        for k in space.candidates(t):
+            mats = [(x[(t, k)], 1.0) for x, how in ((R, "compute"), (P, "page_in"))
+                    if (t, k) in x and space.must_be_read(t, k, how)]
+            if mats:
+                readers = [(R[(t, j)], -1.0) for j in space.readers(t, k) if j != t]
+                row(mats + readers, LE, 0, f"read_{t}_{k}")
         # RAM, just before and at each materialisation
         positions = space.candidates(t) + [t]
         f_at: dict[int, list] = {}
@@ -673,7 +741,7 @@ def build_milp(problem: Problem, *, remat: bool = True, paging: bool = True,
         earlier = L[(t - 1, i)] if (t - 1, i) in L else O[i]
         row([(fl, 1.0), (earlier, -1.0)], LE, 0, f"flashkeep_{t}_{i}")
     if space.flash_binds:
-        fbudget = sc.units(problem.flash_budget_bytes)
+        fbudget = (sc.units(problem.flash_budget_bytes) - math.floor(slack)) * shift
         for t, o in O.items():
             terms = [(L[(t, i)], b[i]) for i in space.live(t) if (t, i) in L] + [(o, b[t])]
             row(terms, LE, fbudget, f"flash_{t}")

@@ -25,12 +25,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import backends
 from .errors import InfeasibleError, ScheduleError
-from .milp import MilpModel, build_milp, plan_energy, plan_to_schedule, schedule_to_plan
+from .milp import (
+    MilpModel,
+    StagedPlan,
+    build_milp,
+    plan_energy,
+    plan_to_schedule,
+    schedule_to_plan,
+)
 from .problem import Problem
 from .schedule import Schedule
 from .simulate import SimReport, min_feasible_ram, simulate, store_all, store_all_peak
@@ -77,7 +84,18 @@ class SolveResult:
     store_all_energy_j: float = 0.0
     baselines_j: dict[str, float] = field(default_factory=dict)
     trajectory: list[tuple[float, float | None, float | None]] = field(default_factory=list)
+    setup_s: float = 0.0        # from the call to the solver's start (baselines, model building)
     message: str = ""
+
+    def time_to_gap(self, gap: float) -> float | None:
+        """Seconds from the call until the incumbent was within `gap` (relative to total energy)
+        of the bound, by the solver's trajectory; None if that never happened."""
+        for s, obj, bound in self.trajectory:
+            if obj is not None and bound is not None and obj > 0 and (obj - bound) / obj <= gap:
+                return self.setup_s + s
+        if self.gap is not None and self.gap <= gap:
+            return self.solve_s
+        return None
 
     def summary(self) -> dict:
         """The scalar fields, for tables and JSON."""
@@ -96,16 +114,21 @@ class SolveResult:
 def infeasible_message(problem: Problem, strategy: str, why: str) -> str:
     """An InfeasibleError message that tells the user which budgets would work."""
     lo, hi = min_feasible_ram(problem), store_all_peak(problem)
+    others = [name for name, v in (("runtime_budget_s", problem.runtime_budget_s),
+                                   ("flash_budget_bytes", problem.flash_budget_bytes))
+              if v is not None]
     return (f"strategy {strategy!r}: {why}. The minimum feasible RAM (static bytes plus the "
             f"largest single compute) is {lo} bytes and store-all needs {hi} bytes: ask for a "
             f"ram_budget_bytes between them (strategy 'poet' reaches the minimum when flash is "
-            f"unlimited)")
+            f"unlimited)" + (f", or relax {' and '.join(others)}" if others else ""))
 
 
 def _baseline_fn(name: str):
     if name == "store_all":
         return store_all
-    from .baselines import BASELINES   # helper modules; imported late so milp works without them
+    from .baselines import (
+        BASELINES,  # helper modules; imported late so milp works without them
+    )
     return BASELINES[name]
 
 
@@ -156,7 +179,8 @@ def _gaps(obj: float | None, bound: float | None, e0: float) -> tuple[float | No
 def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
           time_limit_s: float = 300, threads: int | None = None, gap: float = 1e-4,
           warm_start: bool = True, verbose: bool = False,
-          progress: Callable[[str], None] | None = None) -> SolveResult:
+          progress: Callable[[str], None] | None = None,
+          starts: Sequence[Schedule] = ()) -> SolveResult:
     """Find a least-energy schedule of `strategy` for `problem` within its budgets.
 
     backend: "auto" (HiGHS where installed, else CBC), "cbc", "highs" or "gurobi" (MILP
@@ -165,6 +189,11 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     energy at which the solver may stop. warm_start=False gives the solver neither a start nor a
     cutoff (the heuristics are still run, and still returned if they beat the MILP). verbose
     streams the solver's log to stdout; progress(str) receives one line per phase and incumbent.
+    starts: more schedules of this problem (for instance the remat-only and paging-only optima
+    at the same budget) used like the baselines: as MILP start and cutoff, and returned when
+    nothing better is found, so the result is never worse than any of them. A start that breaks
+    a rule or a budget of the problem, or lies outside the strategy's space (a recompute when
+    remat is off, a page-out when paging is off), is a ValueError.
 
     Raises InfeasibleError (message: minimum feasible RAM and store-all peak) when no schedule of
     the strategy fits, ValueError for bad arguments, RuntimeError if the MILP's objective and the
@@ -228,6 +257,9 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
         got = _run_baseline(problem, name)
         if got is not None:
             found[name] = got
+    for k, given in enumerate(starts):
+        got = _check_start(problem, given, k, remat=remat, paging=paging)
+        found[f"start:{given.strategy}"] = got
     baselines_j = {k: v[1].energy_j for k, v in found.items()}
     best_base = min(found.items(), key=lambda kv: kv[1][1].energy_j) if found else None
 
@@ -243,22 +275,28 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
         # keep a start equal to the cutoff feasible
         cutoff += 1e-7 * (model.scaling.objective_per_store_all + abs(cutoff))
         start = _best_start(problem, model, found)
-    remaining = time_limit_s - (time.perf_counter() - t_start)
+    setup_s = time.perf_counter() - t_start
+    remaining = time_limit_s - setup_s
     say(f"{strategy}: solving with {backend_name} (time limit {max(remaining, 1.0):.0f} s)")
     run = backends.run(model.prob, backend_name, time_limit_s=max(remaining, 1.0),
                        threads=threads, gap_rel=gap,
                        gap_abs=gap * model.scaling.objective_per_store_all, start=start is not None,
                        cutoff=cutoff, verbose=verbose, progress=progress)
-    common = dict(n_variables=model.n_variables, n_constraints=model.n_constraints,
-                  backend=backend_name, milp_status=run.status, baselines_j=baselines_j,
-                  trajectory=[(s, _joules(model, o), _joules(model, b))
-                              for s, o, b in run.trajectory], message=run.message)
+    common = {"n_variables": model.n_variables, "n_constraints": model.n_constraints,
+              "backend": backend_name, "milp_status": run.status, "baselines_j": baselines_j,
+              "trajectory": [(s, _joules(model, o), _joules(model, b))
+                             for s, o, b in run.trajectory],
+              "setup_s": setup_s, "message": run.message}
     bound_j = _joules(model, run.bound)
 
     milp_sched = milp_rep = None
     if run.has_solution:
-        milp_sched, milp_rep = _decode(problem, model, strategy, backend_name)
-        common["milp_objective_j"] = milp_rep.energy_j
+        try:
+            milp_sched, milp_rep = _decode(problem, model, strategy, backend_name)
+            common["milp_objective_j"] = milp_rep.energy_j
+        except _OverBudget as e:    # a solver tolerance let a rounded solution overshoot
+            log.warning("%s; the MILP's schedule is not used", e)
+            common["message"] = str(e)
 
     candidates = []
     if milp_rep is not None:
@@ -275,6 +313,17 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
                    if problem.flash_budget_bytes is not None else "")))
         return done("timeout-without-solution", None, None, bound_j=bound_j, **common)
     source, sched, rep = min(candidates, key=lambda c: c[2].energy_j)
+    # a safety net for solver bugs (HiGHS has ended MIPs early with a wrong dual bound): a bound
+    # above a schedule known to lie in the MILP's space is no bound
+    known = [milp_rep.energy_j] if milp_rep is not None else []
+    if start is not None:
+        known.append(plan_energy(problem, start))
+    if bound_j is not None and known and bound_j > min(known) * (1 + 1e-7) + 1e-12:
+        log.warning("%s reported a bound of %.9g J above a known schedule of its space "
+                    "(%.9g J); the bound is discarded", backend_name, bound_j, min(known))
+        common["message"] = (common["message"] + "; bound discarded").lstrip("; ")
+        bound_j = None
+        run.status = "feasible" if run.status == "optimal" else run.status
     if run.status == "optimal":
         status = "optimal"
     elif run.status == "infeasible" and cutoff is not None:
@@ -289,7 +338,27 @@ def _joules(model: MilpModel, v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else model.to_energy_j(v)
 
 
-def _best_start(problem: Problem, model: MilpModel, found) -> object | None:
+def _check_start(problem: Problem, given: Schedule, k: int, *, remat: bool,
+                 paging: bool) -> tuple[Schedule, SimReport]:
+    """A copy of start k with its simulator report, or ValueError saying why it cannot serve."""
+    if not isinstance(given, Schedule):
+        raise ValueError(f"starts[{k}] must be a solver.Schedule, got {type(given).__name__}")
+    sched = Schedule(list(given.instructions), problem_fingerprint=given.problem_fingerprint,
+                     strategy=given.strategy, ram_budget_bytes=problem.ram_budget_bytes,
+                     extra=dict(given.extra))
+    try:
+        rep = simulate(problem, sched)
+    except ValueError as e:
+        raise ValueError(f"starts[{k}] ({given.strategy}) is not a valid schedule of this "
+                         f"problem: {e}") from None
+    if not remat and rep.n_recompute:
+        raise ValueError(f"starts[{k}] ({given.strategy}) recomputes, but remat is off")
+    if not paging and rep.n_page_out:
+        raise ValueError(f"starts[{k}] ({given.strategy}) pages out, but paging is off")
+    return sched, rep
+
+
+def _best_start(problem: Problem, model: MilpModel, found) -> StagedPlan | None:
     """Project every fitting baseline into the staged space; set the cheapest image as the
     model's start. Returns that plan, or None if no baseline has an image."""
     best = None
@@ -310,15 +379,31 @@ def _best_start(problem: Problem, model: MilpModel, found) -> object | None:
     return best[1]
 
 
+class _OverBudget(RuntimeError):
+    """The decoded MILP schedule breaks a budget by a rounding margin, no rule."""
+
+
 def _decode(problem: Problem, model: MilpModel, strategy: str,
             backend_name: str) -> tuple[Schedule, SimReport]:
-    """The MILP solution as a simulated schedule; raises RuntimeError if the simulator rejects it
-    or disagrees with the MILP's objective."""
+    """The MILP solution as a simulated schedule. Raises RuntimeError if the simulator rejects
+    it for a rule or disagrees with the MILP's objective (the model and the simulator would read
+    the rules differently), _OverBudget if it only exceeds a budget by at most 1e-6 of it (the
+    solver's tolerances)."""
     plan = model.plan()
     sched = plan_to_schedule(problem, plan, strategy=strategy)
     try:
         rep = simulate(problem, sched)
     except ScheduleError as e:
+        try:
+            rep = simulate(problem, sched, check_budgets=False)
+        except ScheduleError:
+            rep = None
+        near = [] if rep is None else [(rep.peak_ram_bytes, problem.ram_budget_bytes),
+                                       (rep.peak_flash_bytes, problem.flash_budget_bytes),
+                                       (rep.time_s, problem.runtime_budget_s)]
+        if near and all(lim is None or v <= lim * (1 + 1e-6) for v, lim in near):
+            raise _OverBudget(f"the MILP ({backend_name}) schedule exceeds a budget by a "
+                              f"rounding margin: {e}") from e
         raise RuntimeError(f"the MILP ({backend_name}) returned a schedule the simulator rejects: "
                            f"{e}") from e
     milp_j = model.energy_value_j()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from test_milp import BACKENDS, chain5
 
 from solver import InfeasibleError, min_feasible_ram, store_all_peak
 from solver.bounds import lp_bound, min_feasible_budget
 from solver.bruteforce_staged import optimal_staged
 from solver.generators import random_problem
-
-from test_milp import BACKENDS, chain5
 
 
 def test_lp_bound_is_store_all_when_store_all_fits():

@@ -8,12 +8,19 @@ import random
 
 import pytest
 
-from solver import InfeasibleError, Node, Problem, simulate, store_all
-from solver import backends
+from solver import InfeasibleError, Node, Problem, backends, simulate, store_all
 from solver.bruteforce_staged import optimal_staged
 from solver.generators import random_problem
-from solver.milp import (PlanError, StagedPlan, build_milp, plan_energy, plan_to_instructions,
-                         plan_to_schedule, schedule_to_plan, staged_space)
+from solver.milp import (
+    PlanError,
+    StagedPlan,
+    build_milp,
+    plan_energy,
+    plan_to_instructions,
+    plan_to_schedule,
+    schedule_to_plan,
+    staged_space,
+)
 
 BACKENDS = [b for b in ("highs", "cbc") if b in backends.available_backends()]
 
@@ -75,7 +82,7 @@ def test_chain5_optimum_by_hand(backend, remat, paging, c0, expected):
 def test_chain5_runtime_budget_forces_recompute():
     # paging f0 costs 2 + 2 s, recomputing it 1 s; with 3 s to spare paging no longer fits
     p = chain5(c0=3.0, runtime_budget_s=5.0 + 3.0)
-    model, res = solve_model(p)
+    model, _ = solve_model(p)
     rep = simulate(p, plan_to_schedule(p, model.plan()))
     assert rep.energy_j == pytest.approx(16.0)
     assert rep.time_s <= 8.0
@@ -84,7 +91,7 @@ def test_chain5_runtime_budget_forces_recompute():
 
 def test_chain5_no_strategy_without_remat_or_paging():
     p = chain5()
-    model, res = solve_model(p, remat=False, paging=False)
+    _, res = solve_model(p, remat=False, paging=False)
     assert res.status == "infeasible"
     with pytest.raises(InfeasibleError):
         optimal_staged(p, remat=False, paging=False)
@@ -203,6 +210,30 @@ def test_random_dags_match_with_options(case):
             p = p.with_budgets(flash_budget_bytes=int(
                 sum(n.out_bytes for n in p.nodes) * rng.uniform(0.1, 0.5)))
         _agree(p, BACKENDS[0], **kw)
+
+
+def _odd_sizes(problem, budget_frac):
+    """The problem with sizes in bytes that share no common unit (x 997 + 1), so the MILP's
+    memory rows use a power-of-two scale; budget placed at budget_frac again."""
+    from solver import min_feasible_ram, store_all_peak
+    nodes = [Node(n.id, n.name, n.kind, n.out_bytes * 997 + 1, n.compute_s, n.compute_j,
+                  n.pagein_s, n.pagein_j, n.pageout_s, n.pageout_j,
+                  workspace_bytes=n.workspace_bytes * 997 + (n.workspace_bytes > 0))
+             for n in problem.nodes]
+    q = Problem(nodes, problem.edges, static_bytes=problem.static_bytes * 997)
+    lo, hi = min_feasible_ram(q), store_all_peak(q)
+    return q.with_budgets(ram_budget_bytes=lo + int(budget_frac * (hi - lo)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_scaled_memory_rows_with_flash_and_runtime_budgets(seed):
+    p = _odd_sizes(random_problem(600 + seed, T=7), 0.2 + 0.2 * seed)
+    assert build_milp(p).mem_b[0] != int(build_milp(p).mem_b[0])   # the scale is in use
+    flash = int(sum(n.out_bytes for n in p.nodes) * 0.3)
+    t0 = sum(n.compute_s for n in p.nodes)
+    for q in (p, p.with_budgets(flash_budget_bytes=flash),
+              p.with_budgets(flash_budget_bytes=flash, runtime_budget_s=t0 * 1.2)):
+        _agree(q, BACKENDS[0])
 
 
 @pytest.mark.slow

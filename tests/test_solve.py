@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from test_milp import BACKENDS, chain5
 
 from solver import InfeasibleError, backends, simulate
 from solver.generators import random_problem
 from solver.solve import FALLBACKS, SolveResult, solve
-
-from test_milp import BACKENDS, chain5
 
 
 def _check_result(problem, res: SolveResult):
@@ -48,12 +47,16 @@ def test_runtime_budget_below_store_all_time():
         solve(chain5(runtime_budget_s=4.0))
 
 
-def test_remat_space_infeasible_raises():
-    # no recomputation and no paging cannot go below the store-all peak
+def test_remat_only_infeasible_where_paging_fits():
+    # seed 507 (T=7): recomputation alone needs 20480 bytes, the largest compute only 17408
     from solver.bounds import min_feasible_budget
-    assert min_feasible_budget(chain5(), exact=True, strategy="paging") == 8
-    with pytest.raises(ValueError, match="strategy"):
-        solve(chain5(), strategy="checkmate")
+    p = random_problem(507, T=7).with_budgets(ram_budget_bytes=17408)
+    assert min_feasible_budget(p, exact=True, strategy="remat") == 20480
+    with pytest.raises(InfeasibleError, match=r"no schedule of its space fits.*17408 bytes"):
+        solve(p, strategy="remat")
+    res = solve(p, strategy="poet")
+    assert res.status == "optimal" and res.report.n_page_in >= 1
+    _check_result(p, res)
 
 
 # ---- the MILP strategies on the hand-checked instance ----------------------------------------------
@@ -141,6 +144,24 @@ def test_poet_never_worse_than_baselines_or_single_techniques(seed):
             assert single.objective_j >= poet.objective_j * (1 - 1e-9)
             for name, e in _baseline_energies(p, FALLBACKS[strategy]).items():
                 assert single.objective_j <= e * (1 + 1e-9), name
+
+
+def test_starts_bound_the_result_and_are_checked():
+    p = random_problem(300, T=10, budget_frac=0.3)   # store-all does not fit, both others do
+    paging = solve(p, strategy="paging", gap=0.0)
+    remat = solve(p, strategy="remat", gap=0.0)
+    # a loose gap could stop POET above the paging optimum; given as a start, it cannot
+    poet = solve(p, gap=0.5, starts=[paging.schedule, remat.schedule])
+    _check_result(p, poet)
+    assert poet.objective_j <= min(paging.objective_j, remat.objective_j) * (1 + 1e-12)
+    assert "start:paging" in poet.baselines_j and "start:remat" in poet.baselines_j
+    assert paging.report.n_page_out > 0
+    with pytest.raises(ValueError, match=r"starts\[0\] \(paging\) pages out, but paging is off"):
+        solve(p, strategy="remat", starts=[paging.schedule])
+    bad = solve(p.with_budgets(ram_budget_bytes=None), strategy="store_all").schedule
+    with pytest.raises(ValueError, match=r"starts\[0\] \(store_all\) is not a valid schedule.*"
+                                         r"RAM budget exceeded"):
+        solve(p, starts=[bad])
 
 
 def test_time_limit_falls_back_to_the_best_baseline():

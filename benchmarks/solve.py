@@ -1,0 +1,158 @@
+"""MILP benchmark: one row per (problem, budget, backend).
+
+    python benchmarks/solve.py [problem.json ...] [--zoo resnet18 vgg11 ...] [--profile nrf52840]
+                               [--backends highs cbc] [--fractions 0.25 0.5 0.75]
+                               [--time-limit 60] [--gap 1e-4] [--threads N] [--json out.json]
+                               [--check]
+
+Budgets lie 25/50/75% of the way from the minimum feasible RAM (static bytes plus the largest
+single compute) to the store-all peak. Columns: variables and constraints of the staged MILP,
+the status, seconds to a 1% gap (total energy) and to the end of the solve, the final gap both
+as a share of total energy and of the overhead above store-all, the energy overhead over
+store-all, the number of recomputes and page-ins, and which solver produced the schedule (the
+MILP, or a heuristic it could not beat). Zoo graphs need the extractor (torch); problem files do
+not. --check exits with status 1 unless layer-level ResNet-18 reaches a total gap of 1e-4 within
+60 s at every budget with the default backend (the project's target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from solver import Problem, min_feasible_ram, store_all_peak
+from solver.backends import available_backends, resolve_backend
+from solver.solve import solve
+
+TARGET_GAP = 1e-4
+TARGET_S = 60.0
+
+
+def zoo_problems(names: list[str], profile: str) -> list[Problem]:
+    """Problems for zoo models (layer granularity, batch 1) priced on `profile`."""
+    from poet import zoo
+    from poet.costs import make_problem
+    from poet.extract import extract
+    out = []
+    for name in names:
+        model, loss_fn, x, y = zoo.get(name, batch_size=1)
+        graph = extract(model, loss_fn, x, y)
+        out.append(make_problem(graph, profile, name=f"{name}@{profile}"))
+    return out
+
+
+def run_row(problem: Problem, frac: float, backend: str, time_limit: float, gap: float,
+            threads: int | None) -> dict:
+    lo, hi = min_feasible_ram(problem), store_all_peak(problem)
+    budget = lo + int(frac * (hi - lo))
+    p = problem.with_budgets(ram_budget_bytes=budget)
+    t0 = time.perf_counter()
+    res = solve(p, backend=backend, time_limit_s=time_limit, gap=gap, threads=threads)
+    wall = time.perf_counter() - t0
+    e0 = res.store_all_energy_j
+    row = {
+        "problem": problem.name, "T": problem.T, "fraction": frac, "budget_bytes": budget,
+        "backend": backend, "variables": res.n_variables, "constraints": res.n_constraints,
+        "status": res.status, "source": res.source, "t_1pct_s": res.time_to_gap(0.01),
+        "t_final_s": wall, "gap": res.gap, "gap_overhead": res.gap_overhead,
+        "overhead": (res.objective_j / e0 - 1) if res.objective_j is not None and e0 else None,
+        "recomputes": res.report.n_recompute if res.report else None,
+        "page_ins": res.report.n_page_in if res.report else None,
+        "best_baseline_overhead": (min(res.baselines_j.values()) / e0 - 1)
+        if res.baselines_j and e0 else None,
+    }
+    return row
+
+
+def _fmt(v, kind):
+    if v is None:
+        return "-"
+    if kind == "s":
+        return f"{v:.1f}"
+    if kind == "e":
+        return f"{v:.1e}"
+    if kind == "pct":
+        return f"{100 * v:.3f}%"
+    return str(v)
+
+
+COLUMNS = [("problem", "problem", None), ("budget", "fraction", None),
+           ("backend", "backend", None), ("vars", "variables", None),
+           ("cons", "constraints", None), ("status", "status", None),
+           ("t 1% s", "t_1pct_s", "s"), ("t end s", "t_final_s", "s"),
+           ("gap", "gap", "e"), ("gap/ovh", "gap_overhead", "e"),
+           ("overhead", "overhead", "pct"), ("heur. ovh", "best_baseline_overhead", "pct"),
+           ("recomp", "recomputes", None), ("page-ins", "page_ins", None),
+           ("from", "source", None)]
+
+
+def format_table(rows: list[dict]) -> str:
+    cells = [[h for h, _, _ in COLUMNS]]
+    for r in rows:
+        cells.append([_fmt(r[k], kind) if k != "fraction" else f"{int(100 * r[k])}%"
+                      for _, k, kind in COLUMNS])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(COLUMNS))) for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("problems", nargs="*", help="problem JSON files")
+    ap.add_argument("--zoo", nargs="*", default=None,
+                    help="zoo models to extract and price (default with no files: resnet18)")
+    ap.add_argument("--profile", default="nrf52840", help="device profile for zoo models")
+    ap.add_argument("--backends", nargs="*", default=None,
+                    help="backends to compare (default: every available one)")
+    ap.add_argument("--fractions", nargs="*", type=float, default=[0.25, 0.5, 0.75])
+    ap.add_argument("--time-limit", type=float, default=TARGET_S)
+    ap.add_argument("--gap", type=float, default=TARGET_GAP)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless ResNet-18 meets the 1e-4-in-60-s target")
+    args = ap.parse_args(argv)
+
+    problems = [Problem.load(f) for f in args.problems]
+    zoo = args.zoo if args.zoo is not None else ([] if problems else ["resnet18"])
+    if zoo:
+        try:
+            problems += zoo_problems(zoo, args.profile)
+        except ImportError as e:
+            print(f"zoo graphs skipped (the extractor is not available: {e})", file=sys.stderr)
+    backends = args.backends or [b for b in ("highs", "cbc", "gurobi")
+                                 if b in available_backends()]
+    default = resolve_backend("auto")
+    rows = []
+    for p in problems:
+        for frac in args.fractions:
+            for be in backends:
+                row = run_row(p, frac, be, args.time_limit, args.gap, args.threads)
+                rows.append(row)
+                print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    print(format_table(rows))
+    print(f"\n{os.cpu_count()} cores; default backend: {default}; gap {args.gap:g}; time limit "
+          f"{args.time_limit:g} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    target_rows = [r for r in rows if r["problem"].lower().startswith("resnet18")
+                   and r["backend"] == default]
+    if target_rows:
+        met = all(r["status"] == "optimal" and r["gap"] is not None and r["gap"] <= TARGET_GAP
+                  and r["t_final_s"] <= TARGET_S for r in target_rows)
+        print(f"target (ResNet-18, gap {TARGET_GAP:g} within {TARGET_S:g} s, {default}): "
+              f"{'met' if met else 'MISSED'}")
+        if args.check and not met:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
