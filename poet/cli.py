@@ -487,13 +487,23 @@ def cmd_sweep(args) -> int:
     for r in result.rows:
         if r["runtime_budget_s"] is None and r["strategy"] == "poet":
             le[r["ram_budget_bytes"]] = r.get("poet_le_all")
+    store_all_j = result.rows[0]["store_all_energy_j"] if result.rows else 0.0
+
+    def cell(e):
+        if e is None:
+            return "infeasible"
+        if not store_all_j:
+            return format_energy(e)
+        pct = (e / store_all_j - 1) * 100
+        return f"{0.0 if abs(pct) < 5e-4 else pct:+.3f}%"   # no "-0.000%" from rounding
+
     for line in result.energy_table():
         b = line["ram_budget_bytes"]
-        rows.append([format_bytes(b)] + [format_energy(line[s]) if line.get(s) is not None
-                                         else "infeasible" for s in strategies]
+        rows.append([format_bytes(b)] + [cell(line.get(s)) for s in strategies]
                     + [str(le.get(b, ""))])
     first = result.rows[0] if result.rows else {}
-    print(f"{first.get('model', '')} on {first.get('device', '')}: energy per training step")
+    print(f"{first.get('model', '')} on {first.get('device', '')}: energy per training step above "
+          f"store-all ({format_energy(store_all_j)})")
     print(_table(rows, header))
     print(f"\n{result.n_solved} points solved, {result.n_cached} from the cache")
     print(f"wrote {result.csv_path}, {result.json_path}")
