@@ -33,13 +33,8 @@ assert sorted(FAST_ZOO + SLOW_ZOO) == sorted(zoo.names())
 # ---------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads change the bits of CPU results: pin them for bitwise comparisons."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# bitwise comparisons with eager need one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 _CACHE: dict[tuple, tuple[TrainingGraph, zoo.ZooModel]] = {}

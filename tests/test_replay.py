@@ -40,12 +40,8 @@ from replay_schedules import mixed, page_all, recompute_all
 _GRAPHS: dict = {}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# bitwise comparisons with eager need one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def traced(name: str, batch_size: int, **options):
