@@ -34,16 +34,19 @@ TARGET_GAP = 1e-4
 TARGET_S = 60.0
 
 
-def zoo_problems(names: list[str], profile: str) -> list[Problem]:
-    """Problems for zoo models (layer granularity, batch 1) priced on `profile`."""
+def zoo_problems(names: list[str], profile: str,
+                 granularities: tuple[str, ...] = ("layer",)) -> list[Problem]:
+    """Problems for zoo models (batch 1) priced on `profile`; op-level ones are named name/op."""
     from poet import zoo
     from poet.costs import make_problem
     from poet.extract import extract
     out = []
     for name in names:
-        model, loss_fn, x, y = zoo.get(name, batch_size=1)
-        graph = extract(model, loss_fn, x, y)
-        out.append(make_problem(graph, profile, name=f"{name}@{profile}"))
+        for gran in granularities:
+            model, loss_fn, x, y = zoo.get(name, batch_size=1)
+            graph = extract(model, loss_fn, x, y, granularity=gran)
+            label = name if gran == "layer" else f"{name}/op"
+            out.append(make_problem(graph, profile, name=f"{label}@{profile}"))
     return out
 
 
@@ -82,7 +85,7 @@ def _fmt(v, kind):
     return str(v)
 
 
-COLUMNS = [("problem", "problem", None), ("budget", "fraction", None),
+COLUMNS = [("problem", "problem", None), ("T", "T", None), ("budget", "fraction", None),
            ("backend", "backend", None), ("vars", "variables", None),
            ("cons", "constraints", None), ("status", "status", None),
            ("t 1% s", "t_1pct_s", "s"), ("t end s", "t_final_s", "s"),
@@ -116,15 +119,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gap", type=float, default=TARGET_GAP)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--granularity", nargs="*", default=None, choices=["layer", "op"],
+                    help="zoo graphs at these granularities (default layer)")
+    ap.add_argument("--scale", action="store_true",
+                    help="scale curve: zoo graphs (all models, layer and op level unless given) "
+                         "smallest first, at 50%% of the budget range, default backend, gap "
+                         "1e-3 and 600 s unless given; stops after the first graph that misses")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless ResNet-18 meets the 1e-4-in-60-s target")
     args = ap.parse_args(argv)
+    if args.scale:
+        return scale_curve(args, ap)
 
     problems = [Problem.load(f) for f in args.problems]
     zoo = args.zoo if args.zoo is not None else ([] if problems else ["resnet18"])
     if zoo:
         try:
-            problems += zoo_problems(zoo, args.profile)
+            problems += zoo_problems(zoo, args.profile, tuple(args.granularity or ["layer"]))
         except ImportError as e:
             print(f"zoo graphs skipped (the extractor is not available: {e})", file=sys.stderr)
     backends = args.backends or [b for b in ("highs", "cbc", "gurobi")
@@ -151,6 +162,34 @@ def main(argv: list[str] | None = None) -> int:
               f"{'met' if met else 'MISSED'}")
         if args.check and not met:
             return 1
+    return 0
+
+
+def scale_curve(args, ap) -> int:
+    """Solve time against graph size, up to the largest graph that reaches the gap in time."""
+    from poet import zoo as zoo_mod
+    gap = args.gap if args.gap != ap.get_default("gap") else 1e-3
+    limit = args.time_limit if args.time_limit != ap.get_default("time_limit") else 600.0
+    names = args.zoo or zoo_mod.names()
+    problems = [Problem.load(f) for f in args.problems]
+    problems += zoo_problems(names, args.profile, tuple(args.granularity or ["layer", "op"]))
+    problems.sort(key=lambda p: p.T)
+    backend = (args.backends or [resolve_backend("auto")])[0]
+    rows = []
+    for p in problems:
+        if min_feasible_ram(p) == store_all_peak(p):
+            continue        # nothing to decide
+        row = run_row(p, 0.5, backend, limit, gap, args.threads)
+        rows.append(row)
+        print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+        if not (row["status"] == "optimal" and row["gap"] is not None and row["gap"] <= gap):
+            break
+    print(format_table(rows))
+    last_ok = [r for r in rows if r["status"] == "optimal" and r["gap"] is not None
+               and r["gap"] <= gap]
+    print(f"\n{os.cpu_count()} cores; {backend}; gap {gap:g}; time limit {limit:g} s; largest "
+          f"graph that reached the gap: "
+          + (f"{last_ok[-1]['problem']} (T={last_ok[-1]['T']})" if last_ok else "none"))
     return 0
 
 
