@@ -387,6 +387,7 @@ def cmd_verify(args) -> int:
 # ---- poet demo ---------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     """The main job on built-in defaults: trace, solve every strategy at one budget, verify."""
+    import dataclasses
     from pathlib import Path
 
     import solver
@@ -408,8 +409,8 @@ def cmd_demo(args) -> int:
     lo, hi = solver.min_feasible_ram(free), solver.store_all_peak(free)
     budget = int(lo + args.budget * (hi - lo))
     problem = free.with_budgets(ram_budget_bytes=budget)
-    problem = solver.Problem(**{**problem.__dict__, "extra": {
-        **problem.extra, "model_spec": spec.to_dict(), "granularity": "layer"}})
+    problem = dataclasses.replace(problem, extra={
+        **problem.extra, "model_spec": spec.to_dict(), "granularity": "layer"})
     problem.save(out / "problem.json")
     print(f"{args.model} (batch {args.batch_size}) on {args.device}: {graph.T} nodes, "
           f"{len(graph.edges)} edges, traced in {graph.trace_seconds:.2f} s")

@@ -8,6 +8,7 @@ optimizer) so that ``poet verify`` can rebuild the same step.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from dataclasses import asdict, dataclass
@@ -95,5 +96,4 @@ def extract_problem(spec: ModelSpec, device, *, ram_budget=None, runtime_budget=
     extra = dict(problem.extra)
     extra["model_spec"] = spec.to_dict()
     extra["granularity"] = granularity
-    import dataclasses
     return graph, dataclasses.replace(problem, extra=extra)
