@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from poet.cli import main
-from solver import Node, Problem, store_all
+from solver import Node, Problem, Schedule, store_all
 
 
 @pytest.fixture
@@ -144,3 +144,14 @@ def test_sweep_and_plot(tmp_path):
     r = _run("plot", str(out), "--out", str(tmp_path / "again"), "--format", "pdf")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "again" / "energy_vs_budget.pdf").is_file()
+
+
+def test_demo_on_a_small_model(tmp_path):
+    r = _run("demo", "--model", "cnn_dropout_bn", "--budget", "0.3", "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().splitlines()[-3] == "PASS"
+    s = Schedule.load(tmp_path / "schedule.json")
+    p = Problem.load(tmp_path / "problem.json")
+    from solver import simulate
+    assert simulate(p, s).peak_ram_bytes <= p.ram_budget_bytes
+    assert s.extra["model_spec"]["model"] == "cnn_dropout_bn"
