@@ -229,19 +229,22 @@ def apply_budgets(problem: solver.Problem, profile: Profile | str | os.PathLike 
         profile = device
     prof = load_profile(profile) if profile is not None else None
     return problem.with_budgets(
-        ram_budget_bytes=_resolve_ram(ram, problem, prof),
+        ram_budget_bytes=_resolve_size(ram, problem, prof, "ram_bytes"),
         runtime_budget_s=_resolve_runtime(runtime, problem, runtime_budget),
-        flash_budget_bytes=_resolve_flash(flash, prof))
+        flash_budget_bytes=_resolve_size(flash, problem, prof, "flash_bytes"))
 
 
-def _resolve_ram(parsed, problem: solver.Problem, profile: Profile) -> int | None:
+def _resolve_size(parsed, problem: solver.Problem, profile: Profile | None,
+                  device_field: str) -> int | None:
+    """Bytes for a parsed RAM or flash budget ("device" reads `device_field` of the profile;
+    a multiple is of the store-all peak, which parse_budget allows for RAM only)."""
     kind, number = parsed
     if kind == "none":
         return None
     if kind == "bytes":
         return number
     if kind == "device":
-        return profile.ram_bytes
+        return getattr(profile, device_field)
     if kind == "multiple":
         return math.floor(number * solver.store_all_peak(problem))
     raise AssertionError(kind)  # pragma: no cover - parse_budget returns only these kinds
@@ -261,17 +264,6 @@ def _resolve_runtime(parsed, problem: solver.Problem, request) -> float | None:
                              f"budget; give seconds instead")
         return number * store_all_s
     raise AssertionError(kind)  # pragma: no cover
-
-
-def _resolve_flash(parsed, profile: Profile) -> int | None:
-    kind, number = parsed
-    if kind == "none":
-        return None
-    if kind == "bytes":
-        return number
-    if kind == "device":
-        return profile.flash_bytes
-    raise AssertionError(kind)  # pragma: no cover - parse_budget rejects "x" for flash
 
 
 @dataclass(frozen=True)
