@@ -121,7 +121,8 @@ def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 30
         threads: int | None = None, gap_rel: float = 1e-4, gap_abs: float | None = None,
         start: bool = False, cutoff: float | None = None, relax: bool = False,
         verbose: bool = False, progress: Callable[[str], None] | None = None,
-        options: dict | None = None) -> BackendResult:
+        options: dict | None = None,
+        stop: Callable[[float, float | None, float | None], bool] | None = None) -> BackendResult:
     """Solve `prob` (a minimisation) with `backend`; values are left on the variables.
 
     start=True passes the variables' initial values as a MIP start (CBC: `-mips`; HiGHS:
@@ -130,7 +131,10 @@ def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 30
     of gap_rel (relative) and gap_abs (absolute, model units) is met first. relax=True solves the
     LP relaxation. verbose streams the solver's own output to stdout; progress(str) receives a
     line per new incumbent. options: solver-specific settings (HiGHS option names and values;
-    CBC command-line options as {"name": value}; Gurobi parameters).
+    CBC command-line options as {"name": value}; Gurobi parameters). stop(seconds, incumbent,
+    bound), if given, is asked as the search runs and ends it early (status "feasible" with the
+    incumbent so far) when it returns True; HiGHS honours it, CBC and Gurobi only stop at the
+    time limit.
     """
     backend = resolve_backend(backend)
     if not (isinstance(time_limit_s, (int, float)) and time_limit_s > 0):
@@ -144,7 +148,7 @@ def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 30
     t0 = time.perf_counter()
     res = runner(prob, time_limit_s=float(time_limit_s), threads=threads, gap_rel=gap_rel,
                  gap_abs=gap_abs, start=start, cutoff=cutoff, relax=relax, verbose=verbose,
-                 progress=progress, options=dict(options or {}))
+                 progress=progress, options=dict(options or {}), stop=stop)
     res.solve_s = time.perf_counter() - t0
     log.info("%s: %s in %.2f s (objective %s, bound %s)", backend, res.status, res.solve_s,
              res.objective, res.bound)
@@ -182,7 +186,7 @@ def _silence_highs_banner() -> None:
 
 
 def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
-               progress, options) -> BackendResult:
+               progress, options, stop=None) -> BackendResult:
     import highspy
     _silence_highs_banner()
     traj: list[tuple[float, float | None, float | None]] = []
@@ -223,6 +227,11 @@ def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, 
                          else None, d.mip_dual_bound))
         if time.perf_counter() > deadline + 5.0:
             e.interrupt()   # watchdog: HiGHS checks its own limit, this is the backstop
+        elif stop is not None and stop(d.running_time, d.mip_primal_bound
+                                       if math.isfinite(d.mip_primal_bound) else None,
+                                       d.mip_dual_bound if math.isfinite(d.mip_dual_bound)
+                                       else None):
+            e.interrupt()
 
     if threads is not None:
         highspy.Highs.resetGlobalScheduler(True)
@@ -296,7 +305,7 @@ def parse_cbc_log(text: str) -> dict:
 
 
 def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
-             progress, options) -> BackendResult:
+             progress, options, stop=None) -> BackendResult:
     path = cbc_path()
     tmp = tempfile.mkdtemp(prefix="poet-cbc-")
     try:
@@ -385,7 +394,7 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
 # Gurobi (through pulp.GUROBI, only where gurobipy and a licence are present)
 # ---------------------------------------------------------------------------------------------
 def _run_gurobi(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
-                progress, options) -> BackendResult:
+                progress, options, stop=None) -> BackendResult:
     params = dict(options)
     if gap_abs is not None:
         params["MIPGapAbs"] = gap_abs

@@ -4,10 +4,15 @@
     result.status, result.objective_j, result.gap, result.schedule
 
 MILP strategies ("poet" = recompute + page, "remat" = recompute only (Checkmate), "paging" =
-page only) build the staged MILP of `solver.milp`, start it from the best heuristic schedule that
-fits the budgets (a MIP start where it lies in the staged space, and an objective cutoff at its
-energy), and return the better of the MILP's incumbent and that heuristic, so a result is never
-worse than a baseline of the same strategy. Heuristic strategies ("store_all", "sqrtn", "dtr",
+page only) build the staged MILP of `solver.milp` and solve it in three phases:
+1. the LP relaxation, whose value bounds every schedule of the MILP's space (if the best
+   heuristic schedule is already within the gap of it, the call ends here);
+2. the LP neighbourhood: the MILP with every recompute, page-in and page-out fixed at 0 that is 0
+   in the LP solution and in the start, a small problem that yields good schedules fast;
+3. the full MILP, started from the best schedule so far (a MIP start where it lies in the staged
+   space, and an objective cutoff at its energy).
+The result is the best of the MILP's incumbent, the neighbourhood's and the heuristics', so it is
+never worse than a baseline of the same strategy. Heuristic strategies ("store_all", "sqrtn", "dtr",
 "greedy_paging") run the heuristic alone.
 
 Contract for every schedule returned: `solver.simulate` accepts it under the problem's budgets,
@@ -62,8 +67,8 @@ class SolveResult:
     gap = (objective - bound) / objective; gap_overhead = (objective - bound) / (objective -
     store-all energy), the gap as a share of the overhead above store-all (0 when there is none).
     The bound is the MILP's proven lower bound on its own (staged) space. `source` says which
-    solver produced the schedule ("milp" or a heuristic's name); `milp_objective_j` is the energy
-    of the MILP's own incumbent even when a heuristic was better.
+    solver produced the schedule ("milp", "lp_neighbourhood" (phase 2) or a heuristic's name);
+    `milp_objective_j` is the energy of the MILP's own incumbent even when a heuristic was better.
     """
 
     status: str
@@ -83,16 +88,18 @@ class SolveResult:
     milp_objective_j: float | None = None
     store_all_energy_j: float = 0.0
     baselines_j: dict[str, float] = field(default_factory=dict)
+    # (seconds from the call, best schedule's joules, best bound's joules), over all phases
     trajectory: list[tuple[float, float | None, float | None]] = field(default_factory=list)
-    setup_s: float = 0.0        # from the call to the solver's start (baselines, model building)
+    setup_s: float = 0.0        # from the call to the branch and bound's start
     message: str = ""
 
     def time_to_gap(self, gap: float) -> float | None:
-        """Seconds from the call until the incumbent was within `gap` (relative to total energy)
-        of the bound, by the solver's trajectory; None if that never happened."""
+        """Seconds from the call until the best schedule was within `gap` (relative to total
+        energy) of the best bound, by the trajectory of all phases (the LP bound holds from the
+        moment it is known); None if that never happened."""
         for s, obj, bound in self.trajectory:
             if obj is not None and bound is not None and obj > 0 and (obj - bound) / obj <= gap:
-                return self.setup_s + s
+                return s
         if self.gap is not None and self.gap <= gap:
             return self.solve_s
         return None
@@ -180,7 +187,7 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
           time_limit_s: float = 300, threads: int | None = None, gap: float = 1e-4,
           warm_start: bool = True, verbose: bool = False,
           progress: Callable[[str], None] | None = None,
-          starts: Sequence[Schedule] = ()) -> SolveResult:
+          starts: Sequence[Schedule] = (), neighbourhood: bool = True) -> SolveResult:
     """Find a least-energy schedule of `strategy` for `problem` within its budgets.
 
     backend: "auto" (HiGHS where installed, else CBC), "cbc", "highs" or "gurobi" (MILP
@@ -191,7 +198,9 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     streams the solver's log to stdout; progress(str) receives one line per phase and incumbent.
     starts: more schedules of this problem (for instance the remat-only and paging-only optima
     at the same budget) used like the baselines: as MILP start and cutoff, and returned when
-    nothing better is found, so the result is never worse than any of them. A start that breaks
+    nothing better is found, so the result is never worse than any of them. neighbourhood=False
+    skips phases 1 and 2 (the LP relaxation and the LP-neighbourhood search) and goes straight to
+    the full MILP. A start that breaks
     a rule or a budget of the problem, or lies outside the strategy's space (a recompute when
     remat is off, a page-out when paging is off), is a ValueError.
 
@@ -268,26 +277,73 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     model = build_milp(problem, remat=remat, paging=paging)
     say(f"{strategy}: MILP with {model.n_variables} variables ({model.n_integer} integer), "
         f"{model.n_constraints} constraints")
+    deadline = t_start + time_limit_s
+    trajectory: list[tuple[float, float | None, float | None]] = []
+    e0_units = model.scaling.objective_per_store_all
+
+    def elapsed() -> float:
+        return time.perf_counter() - t_start
+
+    def cutoff_for(energy_j: float) -> float:
+        c = (energy_j - model.scaling.store_all_energy_j) / model.scaling.energy_j
+        return c + 1e-7 * (e0_units + abs(c))      # keeps a start equal to the cutoff feasible
+
     start = cutoff = None
     if warm_start and best_base is not None:
-        cutoff = (best_base[1][1].energy_j - model.scaling.store_all_energy_j) \
-            / model.scaling.energy_j
-        # keep a start equal to the cutoff feasible
-        cutoff += 1e-7 * (model.scaling.objective_per_store_all + abs(cutoff))
+        cutoff = cutoff_for(best_base[1][1].energy_j)
         start = _best_start(problem, model, found)
-    setup_s = time.perf_counter() - t_start
-    remaining = time_limit_s - setup_s
-    say(f"{strategy}: solving with {backend_name} (time limit {max(remaining, 1.0):.0f} s)")
-    run = backends.run(model.prob, backend_name, time_limit_s=max(remaining, 1.0),
-                       threads=threads, gap_rel=gap,
-                       gap_abs=gap * model.scaling.objective_per_store_all, start=start is not None,
-                       cutoff=cutoff, verbose=verbose, progress=progress)
+    best_j = best_base[1][1].energy_j if best_base is not None else None
+
+    # the LP relaxation: a bound for the whole run, and the columns the neighbourhood search frees
+    lp_units = lp_values = None
+    if neighbourhood:
+        # capped at a tenth of the time left: where the LP is slow the full MILP gets the time
+        lp_units, lp_values = _lp_relaxation(
+            model, backend_name, max(0.1 * (deadline - time.perf_counter()), 1.0), threads)
+        if lp_units is not None:
+            trajectory.append((elapsed(), best_j, _joules(model, lp_units)))
+            say(f"{strategy}: LP bound {_joules(model, lp_units):.6g} J")
+    lp_j = _joules(model, lp_units)
+
+    def reached(energy_j: float | None) -> bool:
+        return energy_j is not None and lp_j is not None and energy_j - lp_j <= gap * energy_j
+
+    phase = None
+    if neighbourhood and lp_values is not None and not reached(best_j):
+        phase = _lp_neighbourhood(problem, model, strategy, backend_name, lp_values,
+                                  start if warm_start else None, lp_units,
+                                  time_s=0.25 * (deadline - time.perf_counter()), threads=threads,
+                                  gap=gap, cutoff=cutoff, verbose=verbose)
+        for s, o, _ in phase.trajectory:
+            trajectory.append((phase.t0 - t_start + s, _joules(model, o), lp_j))
+        if phase.schedule is not None and (best_j is None or phase.report.energy_j < best_j):
+            found["lp_neighbourhood"] = (phase.schedule, phase.report)
+            best_j = phase.report.energy_j
+            if warm_start:
+                start, cutoff = phase.plan, cutoff_for(best_j)
+                model.set_start(start)
+            say(f"{strategy}: LP neighbourhood found {best_j:.6g} J")
+    best_base = min(found.items(), key=lambda kv: kv[1][1].energy_j) if found else None
+
+    setup_s = elapsed()
     common = {"n_variables": model.n_variables, "n_constraints": model.n_constraints,
-              "backend": backend_name, "milp_status": run.status, "baselines_j": baselines_j,
-              "trajectory": [(s, _joules(model, o), _joules(model, b))
-                             for s, o, b in run.trajectory],
-              "setup_s": setup_s, "message": run.message}
-    bound_j = _joules(model, run.bound)
+              "backend": backend_name, "baselines_j": baselines_j, "setup_s": setup_s,
+              "trajectory": trajectory}
+    if reached(best_j):     # within the gap of the LP bound: no branching needed
+        name, (sched, rep) = best_base
+        common.update(milp_status="optimal", message="within the gap of the LP relaxation")
+        return done("optimal", sched, rep, bound_j=lp_j, source=name, **common)
+
+    remaining = deadline - time.perf_counter()
+    say(f"{strategy}: solving with {backend_name} (time limit {max(remaining, 1.0):.0f} s)")
+    run_t0 = time.perf_counter()
+    run = backends.run(model.prob, backend_name, time_limit_s=max(remaining, 1.0),
+                       threads=threads, gap_rel=gap, gap_abs=gap * e0_units,
+                       start=start is not None, cutoff=cutoff, verbose=verbose, progress=progress)
+    trajectory += [(run_t0 - t_start + s, _joules(model, o),
+                    _max_bound(_joules(model, b), lp_j)) for s, o, b in run.trajectory]
+    common.update(milp_status=run.status, message=run.message)
+    bound_j = _max_bound(_joules(model, run.bound), lp_j)
 
     milp_sched = milp_rep = None
     if run.has_solution:
@@ -297,6 +353,8 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
         except _OverBudget as e:    # a solver tolerance let a rounded solution overshoot
             log.warning("%s; the MILP's schedule is not used", e)
             common["message"] = str(e)
+    elif phase is not None and phase.schedule is not None:
+        common["milp_objective_j"] = phase.report.energy_j
 
     candidates = []
     if milp_rep is not None:
@@ -322,16 +380,117 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
         log.warning("%s reported a bound of %.9g J above a known schedule of its space "
                     "(%.9g J); the bound is discarded", backend_name, bound_j, min(known))
         common["message"] = (common["message"] + "; bound discarded").lstrip("; ")
-        bound_j = None
+        bound_j = lp_j if lp_j is not None and lp_j <= min(known) * (1 + 1e-7) + 1e-12 else None
         run.status = "feasible" if run.status == "optimal" else run.status
     if run.status == "optimal":
         status = "optimal"
     elif run.status == "infeasible" and cutoff is not None:
-        # nothing in the MILP's space beats the cutoff, i.e. the best baseline
+        # nothing in the MILP's space beats the cutoff, i.e. the best schedule found so far
         status, bound_j = "optimal", rep.energy_j
     else:
         status = "feasible"
     return done(status, sched, rep, bound_j=bound_j, source=source, **common)
+
+
+def _max_bound(a: float | None, b: float | None) -> float | None:
+    """The larger of two lower bounds, either of which may be unknown."""
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+@dataclass
+class _Phase:
+    """What the LP-neighbourhood search produced (schedule None if it found nothing)."""
+
+    t0: float
+    trajectory: list[tuple[float, float | None, float | None]]
+    plan: StagedPlan | None = None
+    schedule: Schedule | None = None
+    report: SimReport | None = None
+
+
+def _lp_relaxation(model: MilpModel, backend_name: str, time_limit_s: float,
+                   threads: int | None) -> tuple[float | None, dict[str, float] | None]:
+    """The LP relaxation of `model` (its own columns, integrality dropped): its value in model
+    units, a lower bound on every schedule of the MILP's space, and the values of the integer
+    columns; (None, None) if the LP did not solve."""
+    res = backends.run(model.prob, backend_name, time_limit_s=time_limit_s, threads=threads,
+                       relax=True)
+    if res.status != "optimal" or res.objective is None:
+        log.info("LP relaxation: %s (%s)", res.status, res.message)
+        return None, None
+    values = {v.name: float(v.varValue or 0.0)
+              for cols in (model.R, model.P, model.O) for v in cols.values()}
+    return max(0.0, model.overhead_value()), values
+
+
+def _lp_neighbourhood(problem: Problem, model: MilpModel, strategy: str, backend_name: str,
+                      lp_values: dict[str, float], start: StagedPlan | None, lp_units: float,
+                      *, time_s: float, threads: int | None, gap: float, cutoff: float | None,
+                      verbose: bool) -> _Phase:
+    """A primal heuristic: the MILP restricted to the integer columns that are non-zero in its LP
+    relaxation or in the start (every other recompute, page-in and page-out fixed at 0).
+
+    The restricted MILP is a small part of the space around the LP optimum, so good schedules
+    come much sooner than in the full search (ResNet-18 on nrf52840 at 25% of the budget range:
+    +1.068% over store-all after 1.5 s where the full MILP needed 12 s, from DTR's +2.80%).
+    It stops when an incumbent is within `gap` of the LP bound (nothing is left to prove), when
+    no better incumbent came for max(2 s, the time the last one took), or after time_s. Its best
+    schedule is decoded, simulated and returned; the model's bounds are restored either way.
+    """
+    t0 = time.perf_counter()
+    phase = _Phase(t0, [])
+    if time_s < 0.5:
+        return phase
+    free = {name for name, v in lp_values.items() if v > 1e-6}
+    if start is not None:
+        values = model.encode(start) or {}
+        free |= {name for name, v in values.items() if v > 0.5}
+    saved = []
+    for cols in (model.R, model.P, model.O):
+        for v in cols.values():
+            if v.name not in free:
+                saved.append((v, v.upBound))
+                v.upBound = 0
+    if start is not None:
+        model.set_start(start)
+    e0_units = model.scaling.objective_per_store_all
+    # the stall clock starts when the root LP is solved (the first finite bound) and restarts at
+    # every better incumbent; the phase ends after max(2 s, the time of the last event) without one
+    last = {"obj": None, "t": None}
+
+    def stop(s: float, obj: float | None, bound: float | None) -> bool:
+        if last["t"] is None and bound is not None:
+            last["t"] = s
+        if obj is not None:
+            if last["obj"] is not None and obj < last["obj"] - 1e-9 * (e0_units + abs(obj)):
+                last["t"] = s
+            last["obj"] = obj if last["obj"] is None else min(obj, last["obj"])
+            if obj - lp_units <= gap * (obj + e0_units):
+                return True
+        return last["t"] is not None and s - last["t"] > max(2.0, last["t"])
+
+    try:
+        run = backends.run(model.prob, backend_name, time_limit_s=time_s, threads=threads,
+                           gap_rel=gap, gap_abs=gap * e0_units, start=start is not None,
+                           cutoff=cutoff, verbose=verbose, stop=stop)
+    finally:
+        for v, ub in saved:
+            v.upBound = ub
+    phase.trajectory = run.trajectory
+    log.info("LP neighbourhood: %d of %d integer columns free, %s in %.2f s", model.n_integer
+             - len(saved), model.n_integer, run.status, run.solve_s)
+    if not run.has_solution:
+        return phase
+    try:
+        phase.schedule, phase.report = _decode(problem, model, strategy, backend_name)
+    except _OverBudget as e:
+        log.warning("%s; the LP neighbourhood's schedule is not used", e)
+        return phase
+    phase.plan = model.plan()
+    phase.schedule.extra["solver"]["heuristic"] = "lp_neighbourhood"
+    return phase
 
 
 def _joules(model: MilpModel, v: float | None) -> float | None:

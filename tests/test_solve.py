@@ -206,3 +206,78 @@ def test_cbc_reports_bound_and_status():
 def test_auto_backend_prefers_highs():
     avail = backends.available_backends()
     assert backends.resolve_backend("auto") == ("highs" if "highs" in avail else "cbc")
+
+
+# ---- phases 1 and 2: the LP relaxation and the LP neighbourhood -------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lp_neighbourhood_can_end_the_solve_at_the_lp_bound(backend):
+    from solver.bounds import lp_bound
+    p = random_problem(18, T=30, budget_frac=0.2)
+    res = solve(p, backend=backend, gap=0.0)
+    # the neighbourhood's schedule costs exactly the LP bound, so no branching is needed
+    assert (res.status, res.source) == ("optimal", "lp_neighbourhood")
+    assert res.bound_j == pytest.approx(lp_bound(p, backend=backend), rel=1e-9)
+    assert res.objective_j == pytest.approx(res.bound_j, rel=1e-9)
+    assert res.objective_j < min(res.baselines_j.values())
+    assert res.schedule.extra["solver"]["heuristic"] == "lp_neighbourhood"
+    _check_result(p, res)
+    plain = solve(p, backend=backend, gap=0.0, neighbourhood=False)
+    assert plain.objective_j == pytest.approx(res.objective_j, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 5, 21])
+def test_neighbourhood_keeps_the_optimum_and_its_bound_holds_from_the_start(seed):
+    from solver.bounds import lp_bound
+    p = random_problem(seed, T=30, budget_frac=0.2)
+    res = solve(p, gap=0.0)
+    plain = solve(p, gap=0.0, neighbourhood=False)
+    assert res.status == plain.status == "optimal"
+    assert res.objective_j == pytest.approx(plain.objective_j, rel=1e-9)
+    _check_result(p, res)
+    lp = lp_bound(p)
+    first = res.trajectory[0]
+    assert first[2] == pytest.approx(lp, rel=1e-9)     # the LP bound, as soon as it is known
+    assert first[1] == pytest.approx(min(res.baselines_j.values()), rel=1e-12)
+    times = [s for s, _, _ in res.trajectory]
+    assert times == sorted(times) and times[-1] <= res.solve_s
+    assert all(b is None or b >= lp * (1 - 1e-9) for _, _, b in res.trajectory)
+    assert all(b is None or b <= res.objective_j * (1 + 1e-7) for _, _, b in res.trajectory)
+    assert res.time_to_gap(1.0) == pytest.approx(first[0])
+
+
+def test_lp_neighbourhood_frees_only_lp_and_start_columns_and_restores_bounds():
+    from solver.milp import build_milp, drop_useless, schedule_to_plan
+    from solver.solve import _lp_neighbourhood, _lp_relaxation, _run_baseline
+    p = random_problem(2, T=30, budget_frac=0.2)
+    model = build_milp(p)
+    lp_units, lp_values = _lp_relaxation(model, "highs", 60, None)
+    fits = [got for got in (_run_baseline(p, n) for n in FALLBACKS["poet"]) if got]
+    start = schedule_to_plan(p, min(fits, key=lambda got: got[1].energy_j)[0])
+    assert start is not None
+    ints = [v for cols in (model.R, model.P, model.O) for v in cols.values()]
+    phase = _lp_neighbourhood(p, model, "poet", "highs", lp_values, start, lp_units, time_s=30,
+                              threads=None, gap=0.0, cutoff=None, verbose=False)
+    assert all(v.upBound == 1 for v in ints)             # restored
+    assert phase.schedule is not None
+    assert phase.report.energy_j == pytest.approx(simulate(p, phase.schedule).energy_j)
+    free = {n for n, v in lp_values.items() if v > 1e-6} | \
+        {n for n, v in model.encode(start).items() if v > 0.5}
+    used = {n for n, v in model.encode(drop_useless(p, phase.plan)).items() if v > 0.5}
+    assert used & {v.name for v in ints} <= free
+    assert model.to_energy_j(lp_units) <= phase.report.energy_j
+
+
+@pytest.mark.skipif("highs" not in BACKENDS, reason="HiGHS is not available")
+def test_stop_hook_ends_a_highs_run():
+    from solver.milp import build_milp
+    p = random_problem(30, T=30, budget_frac=0.2)
+    calls = []
+
+    def stop(s, obj, bound):
+        calls.append((s, obj, bound))
+        return True
+
+    model = build_milp(p)
+    res = backends.run(model.prob, "highs", time_limit_s=60, gap_rel=0.0, stop=stop)
+    assert calls and res.status in ("feasible", "no-solution")
+    assert "nterrupt" in res.message and res.solve_s < 5
