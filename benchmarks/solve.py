@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,18 +37,51 @@ TARGET_FIRST_GAP = 0.01
 TARGET_FIRST_S = 5.0
 
 
+def _zoo_spec(spec: str) -> tuple[str, dict]:
+    """"bert" or "bert:num_layers=8,seq_len=16" -> (name, options); option values are ints,
+    floats or strings."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"zoo option {item!r} in {spec!r} is not key=value")
+        for cast in (int, float, str):
+            try:
+                options[key] = cast(value)
+                break
+            except ValueError:
+                continue
+    return name, options
+
+
 def zoo_problems(names: list[str], profile: str,
                  granularities: tuple[str, ...] = ("layer",)) -> list[Problem]:
-    """Problems for zoo models (batch 1) priced on `profile`; op-level ones are named name/op."""
+    """Problems for zoo models (batch 1) priced on `profile`; op-level ones are named name/op.
+    A name may carry builder options: "bert:num_layers=8"."""
+    import torch
+
     from poet import zoo
     from poet.costs import make_problem
     from poet.extract import extract
     out = []
-    for name in names:
+    for spec in names:
+        name, options = _zoo_spec(spec)
         for gran in granularities:
-            model, loss_fn, x, y = zoo.get(name, batch_size=1)
+            if name == "bert" and options.get("num_layers", 2) > 4:
+                # deeper than the zoo's 2-4 blocks: the zoo's TinyBERT class with more encoder
+                # blocks, on the zoo's batch and loss
+                layers = options["num_layers"]
+                _, loss_fn, x, y = zoo.get(name, batch_size=1,
+                                           **{**options, "num_layers": 2})
+                torch.manual_seed(0)
+                model = zoo.TinyBERT(num_layers=layers, **{k: v for k, v in options.items()
+                                                          if k != "num_layers"})
+            else:
+                model, loss_fn, x, y = zoo.get(name, batch_size=1, **options)
             graph = extract(model, loss_fn, x, y, granularity=gran)
-            label = name if gran == "layer" else f"{name}/op"
+            label = spec.replace(":", "(").replace(",", " ") + (")" if options else "")
+            label = label if gran == "layer" else f"{label}/op"
             out.append(make_problem(graph, profile, name=f"{label}@{profile}"))
     return out
 
@@ -112,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("problems", nargs="*", help="problem JSON files")
     ap.add_argument("--zoo", nargs="*", default=None,
-                    help="zoo models to extract and price (default with no files: resnet18)")
+                    help="zoo models to extract and price (default with no files: resnet18); "
+                         "builder options after a colon: bert:num_layers=8")
     ap.add_argument("--profile", default="nrf52840", help="device profile for zoo models")
     ap.add_argument("--backends", nargs="*", default=None,
                     help="backends to compare (default: every available one)")
@@ -124,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--granularity", nargs="*", default=None, choices=["layer", "op"],
                     help="zoo graphs at these granularities (default layer)")
     ap.add_argument("--scale", action="store_true",
-                    help="scale curve: zoo graphs (all models, layer and op level unless given) "
+                    help="scale curve: zoo graphs (all models and BERT with 4 and 8 "
+                         "blocks, layer and op level unless given) "
                          "smallest first, at 50%% of the budget range, default backend, gap "
-                         "1e-3 and 600 s unless given; stops after the first graph that misses")
+                         "1e-3 and 600 s unless given; a model family stops at its first graph that misses")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless ResNet-18 meets the 1%%-in-5-s and 1e-4-in-60-s targets")
     args = ap.parse_args(argv)
@@ -168,32 +204,46 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _family(problem: Problem) -> str:
+    """A graph's family for the scale curve: its name without the builder options and the
+    device ("bert(num_layers=8)/op@nrf52840" -> "bert/op")."""
+    name = problem.name.split("@")[0]
+    return re.sub(r"\(.*?\)", "", name)
+
+
 def scale_curve(args, ap) -> int:
-    """Solve time against graph size, up to the largest graph that reaches the gap in time."""
+    """Solve time against graph size: every graph, smallest first, at 50% of its budget range;
+    a family (model and granularity) is followed up to its first graph that misses the gap in
+    the time limit, and larger graphs of that family are skipped."""
     from poet import zoo as zoo_mod
     gap = args.gap if args.gap != ap.get_default("gap") else 1e-3
     limit = args.time_limit if args.time_limit != ap.get_default("time_limit") else 600.0
-    names = args.zoo or zoo_mod.names()
+    names = args.zoo or zoo_mod.names() + [f"bert:num_layers={n}" for n in (4, 8)]
     problems = [Problem.load(f) for f in args.problems]
     problems += zoo_problems(names, args.profile, tuple(args.granularity or ["layer", "op"]))
     problems.sort(key=lambda p: p.T)
     backend = (args.backends or [resolve_backend("auto")])[0]
     rows = []
+    missed: set[str] = set()
     for p in problems:
-        if min_feasible_ram(p) == store_all_peak(p):
-            continue        # nothing to decide
+        if min_feasible_ram(p) == store_all_peak(p) or _family(p) in missed:
+            continue        # nothing to decide, or a smaller graph of its family missed
         row = run_row(p, 0.5, backend, limit, gap, args.threads)
         rows.append(row)
         print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
-        if not (row["status"] == "optimal" and row["gap"] is not None and row["gap"] <= gap):
-            break
+        if not _reached(row, gap):
+            missed.add(_family(p))
     print(format_table(rows))
-    last_ok = [r for r in rows if r["status"] == "optimal" and r["gap"] is not None
-               and r["gap"] <= gap]
+    last_ok = [r for r in rows if _reached(r, gap)]
     print(f"\n{os.cpu_count()} cores; {backend}; gap {gap:g}; time limit {limit:g} s; largest "
           f"graph that reached the gap: "
-          + (f"{last_ok[-1]['problem']} (T={last_ok[-1]['T']})" if last_ok else "none"))
+          + (f"{last_ok[-1]['problem']} (T={last_ok[-1]['T']})" if last_ok else "none")
+          + (f"; missed first in: {', '.join(sorted(missed))}" if missed else ""))
     return 0
+
+
+def _reached(row: dict, gap: float) -> bool:
+    return row["status"] == "optimal" and row["gap"] is not None and row["gap"] <= gap
 
 
 if __name__ == "__main__":

@@ -296,10 +296,11 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
 
     # the LP relaxation: a bound for the whole run, and the columns the neighbourhood search frees
     lp_units = lp_values = None
-    if neighbourhood:
-        # capped at a tenth of the time left: where the LP is slow the full MILP gets the time
-        lp_units, lp_values = _lp_relaxation(
-            model, backend_name, max(0.1 * (deadline - time.perf_counter()), 1.0), threads)
+    left = deadline - time.perf_counter()
+    if neighbourhood and left > 0.1:
+        # a tenth of the time left (at least 1 s): where the LP is slow the full MILP gets the time
+        lp_units, lp_values = _lp_relaxation(model, backend_name,
+                                             max(0.1 * left, min(1.0, left)), threads)
         if lp_units is not None:
             trajectory.append((elapsed(), best_j, _joules(model, lp_units)))
             say(f"{strategy}: LP bound {_joules(model, lp_units):.6g} J")
