@@ -198,11 +198,11 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     streams the solver's log to stdout; progress(str) receives one line per phase and incumbent.
     starts: more schedules of this problem (for instance the remat-only and paging-only optima
     at the same budget) used like the baselines: as MILP start and cutoff, and returned when
-    nothing better is found, so the result is never worse than any of them. neighbourhood=False
-    skips phases 1 and 2 (the LP relaxation and the LP-neighbourhood search) and goes straight to
-    the full MILP. A start that breaks
+    nothing better is found, so the result is never worse than any of them. A start that breaks
     a rule or a budget of the problem, or lies outside the strategy's space (a recompute when
-    remat is off, a page-out when paging is off), is a ValueError.
+    remat is off, a page-out when paging is off), is a ValueError. neighbourhood=False skips
+    phases 1 and 2 (the LP relaxation and the LP-neighbourhood search; see the module docstring)
+    and goes straight to the full MILP.
 
     Raises InfeasibleError (message: minimum feasible RAM and store-all peak) when no schedule of
     the strategy fits, ValueError for bad arguments, RuntimeError if the MILP's objective and the
