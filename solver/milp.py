@@ -565,9 +565,13 @@ class MilpModel:
         val = self.encode(plan)
         if val is None:
             return False
-        for v in self.prob.variables():
-            v.setInitialValue(val[v.name], check=False)
+        self.set_values(val)
         return True
+
+    def set_values(self, values: dict[str, float]) -> None:
+        """Set every variable's initial value from `values` (name -> value, as `encode` gives)."""
+        for v in self.prob.variables():
+            v.setInitialValue(values[v.name], check=False)
 
     def violations(self, values: dict[str, float], tol: float = 1e-6) -> list[str]:
         """Names of the rows `values` breaks (a check used by tests and by warm starts)."""

@@ -312,7 +312,7 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     phase = None
     if neighbourhood and lp_values is not None and not reached(best_j):
         phase = _lp_neighbourhood(problem, model, strategy, backend_name, lp_values,
-                                  start if warm_start else None, lp_units,
+                                  start, lp_units,
                                   time_s=0.25 * (deadline - time.perf_counter()), threads=threads,
                                   gap=gap, cutoff=cutoff, verbose=verbose)
         for s, o, _ in phase.trajectory:
@@ -322,7 +322,6 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
             best_j = phase.report.energy_j
             if warm_start:
                 start, cutoff = phase.plan, cutoff_for(best_j)
-                model.set_start(start)
             say(f"{strategy}: LP neighbourhood found {best_j:.6g} J")
     best_base = min(found.items(), key=lambda kv: kv[1][1].energy_j) if found else None
 
@@ -337,6 +336,8 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
 
     remaining = deadline - time.perf_counter()
     say(f"{strategy}: solving with {backend_name} (time limit {max(remaining, 1.0):.0f} s)")
+    if start is not None:   # the LP and the neighbourhood left their own values on the columns
+        model.set_start(start)
     run_t0 = time.perf_counter()
     run = backends.run(model.prob, backend_name, time_limit_s=max(remaining, 1.0),
                        threads=threads, gap_rel=gap, gap_abs=gap * e0_units,
@@ -445,17 +446,16 @@ def _lp_neighbourhood(problem: Problem, model: MilpModel, strategy: str, backend
     if time_s < 0.5:
         return phase
     free = {name for name, v in lp_values.items() if v > 1e-6}
-    if start is not None:
-        values = model.encode(start) or {}
+    values = model.encode(start) if start is not None else None
+    if values is not None:
         free |= {name for name, v in values.items() if v > 0.5}
+        model.set_values(values)
     saved = []
     for cols in (model.R, model.P, model.O):
         for v in cols.values():
             if v.name not in free:
                 saved.append((v, v.upBound))
                 v.upBound = 0
-    if start is not None:
-        model.set_start(start)
     e0_units = model.scaling.objective_per_store_all
     # the stall clock starts when the root LP is solved (the first finite bound) and restarts at
     # every better incumbent; the phase ends after max(2 s, the time of the last event) without one
@@ -519,8 +519,8 @@ def _check_start(problem: Problem, given: Schedule, k: int, *, remat: bool,
 
 
 def _best_start(problem: Problem, model: MilpModel, found) -> StagedPlan | None:
-    """Project every fitting baseline into the staged space; set the cheapest image as the
-    model's start. Returns that plan, or None if no baseline has an image."""
+    """Project every fitting baseline into the staged space and return the cheapest image that
+    satisfies the model's rows (the MIP start), or None if no baseline has one."""
     best = None
     for name, (sched, _) in found.items():
         plan = schedule_to_plan(problem, sched)
@@ -534,7 +534,6 @@ def _best_start(problem: Problem, model: MilpModel, found) -> StagedPlan | None:
             best = (e, plan, name)
     if best is None:
         return None
-    model.set_start(best[1])
     log.info("MIP start from %s (%.6g J)", best[2], best[0])
     return best[1]
 
