@@ -7,14 +7,16 @@
 
 from .errors import InfeasibleError, ProblemError, ScheduleError
 from .problem import Node, Problem
-from .schedule import OPS, STRATEGIES, Schedule
-from .simulate import SimReport, min_feasible_ram, simulate, store_all, store_all_peak
+from .schedule import OPS, Schedule
+from .simulate import Machine, SimReport, min_feasible_ram, simulate, store_all, store_all_peak
+from .strategies import STRATEGIES, Strategy, get_strategy
 from .backends import available_backends  # noqa: E402  (imports PuLP)
 from .bounds import lp_bound, min_feasible_budget  # noqa: E402
 from .solve import SolveResult, solve  # noqa: E402
 
 __all__ = [
     "InfeasibleError", "ProblemError", "ScheduleError", "Node", "Problem", "OPS", "STRATEGIES",
-    "Schedule", "SimReport", "min_feasible_ram", "simulate", "store_all", "store_all_peak",
-    "available_backends", "lp_bound", "min_feasible_budget", "SolveResult", "solve",
+    "Strategy", "get_strategy", "Schedule", "Machine", "SimReport", "min_feasible_ram",
+    "simulate", "store_all", "store_all_peak", "available_backends", "lp_bound",
+    "min_feasible_budget", "SolveResult", "solve",
 ]

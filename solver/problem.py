@@ -30,6 +30,8 @@ FORMAT = "poet-problem/1"
 KINDS = ("forward", "loss", "backward")
 _COST_FIELDS = ("compute_s", "compute_j", "pagein_s", "pagein_j", "pageout_s", "pageout_j")
 _NODE_FIELDS = ("id", "name", "kind", "out_bytes", "workspace_bytes") + _COST_FIELDS
+# cached properties that do not depend on the name or the budgets (with_budgets keeps them)
+_BUDGET_FREE_CACHES = ("preds", "succs", "fingerprint", "store_all_energy_j", "store_all_time_s")
 _TOP_FIELDS = ("format", "name", "nodes", "edges", "static_bytes", "ram_budget_bytes",
                "runtime_budget_s", "flash_budget_bytes")
 
@@ -184,16 +186,36 @@ class Problem:
         bad = set(changes) - allowed
         if bad:
             raise TypeError(f"with_budgets() got {sorted(bad)}; allowed: {sorted(allowed)}")
-        return dataclasses.replace(self, **changes)
+        copy = dataclasses.replace(self, **changes)
+        for key in _BUDGET_FREE_CACHES:     # same nodes, edges and static bytes
+            if key in self.__dict__:
+                copy.__dict__[key] = self.__dict__[key]
+        return copy
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of nodes, edges and static bytes (no name, no budgets)."""
-        d = self.to_dict()
-        canonical = json.dumps({"nodes": d["nodes"], "edges": d["edges"],
-                                "static_bytes": d["static_bytes"]},
+        """sha256 of the canonical JSON of nodes, edges and static bytes (no name, no budgets).
+
+        The nodes are in their canonical form (`Node.to_dict`: every optional field filled in,
+        unknown fields kept), so a file that leaves `workspace_bytes` out has the fingerprint of
+        one that writes 0; docs/formats.md states the recipe exactly. Computed once per problem
+        (a Problem is immutable)."""
+        canonical = json.dumps({"nodes": [n.to_dict() for n in self.nodes],
+                                "edges": [list(e) for e in self.edges],
+                                "static_bytes": self.static_bytes},
                                sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    @cached_property
+    def store_all_energy_j(self) -> float:
+        """Joules of computing every node once, summed in id order: the least energy any
+        schedule can spend (and exactly what `simulate` reports for the store-all schedule)."""
+        return sum(n.compute_j for n in self.nodes)
+
+    @cached_property
+    def store_all_time_s(self) -> float:
+        """Seconds of computing every node once, summed in id order (no paging)."""
+        return sum(n.compute_s for n in self.nodes)
 
     # ---- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -18,7 +18,6 @@ from .problem import read_json, write_json_atomic
 
 FORMAT = "poet-schedule/1"
 OPS = ("compute", "page_out", "page_in", "free", "drop_flash")
-STRATEGIES = ("poet", "remat", "paging", "store_all", "sqrtn", "dtr", "greedy_paging")
 _TOP_FIELDS = ("format", "problem_fingerprint", "strategy", "ram_budget_bytes", "instructions",
                "predicted")
 

@@ -1,6 +1,6 @@
 """The simulator: the single definition of what a schedule means and what it costs.
 
-Rules (DESIGN.md, "Semantics of a schedule"):
+Rules (docs/formats.md, "What a schedule means"):
 
 - ``compute i``: every predecessor of i is in RAM and i is not; i's output (out_bytes) is
   allocated, and while it runs the node also holds workspace_bytes of temporaries, freed at its
@@ -16,6 +16,11 @@ Rules (DESIGN.md, "Semantics of a schedule"):
 - The step is complete when every node has been computed at least once.
 
 Energy and time are plain sums over the instructions, in instruction order.
+
+`Machine` is the walker: the state after each instruction (what is in RAM and on flash, the RAM
+and flash in use, the energy and time so far), with `apply(op, node)` enforcing the rules.
+`simulate` is a loop over it; the baselines, the staged plans, the plots and the executor walk
+schedules with it too, so there is one reading of the rules.
 """
 
 from __future__ import annotations
@@ -59,9 +64,178 @@ class SimReport:
                 "peak_ram_bytes": self.peak_ram_bytes, "peak_flash_bytes": self.peak_flash_bytes}
 
 
-def _fail(k: int, op: str, node: int, problem: Problem, rule: str) -> ScheduleError:
-    name = problem.nodes[node].name if 0 <= node < problem.T else "?"
-    return ScheduleError(f"instruction {k} ({op} {node}, node {name!r}): {rule}")
+class Machine:
+    """The state of one training step while a schedule runs, instruction by instruction.
+
+    After each `apply`: ``in_ram[i]`` / ``on_flash[i]`` (where node i's output is),
+    ``computed[i]`` (how often i has been computed), ``ram`` / ``flash`` (bytes in use, static
+    bytes included in ``ram``), ``during`` (RAM in use at the peak instant of the last
+    instruction), ``step`` (instructions applied), ``energy_j`` / ``time_s`` and their ``split``
+    by kind, the peaks, and the paging counts. With check_budgets=False a breached budget is
+    recorded in ``over_budget`` instead of raised; every other rule always raises.
+    """
+
+    def __init__(self, problem: Problem, *, check_budgets: bool = True):
+        T = problem.T
+        self.problem = problem
+        self.check_budgets = check_budgets
+        self.in_ram = [False] * T
+        self.on_flash = [False] * T
+        self.computed = [0] * T
+        self.ram = problem.static_bytes
+        self.flash = 0
+        self.during = self.ram
+        self.step = 0
+        self.peak_ram, self.peak_index, self.peak_flash = self.ram, -1, 0
+        self.energy_j = 0.0
+        self.time_s = 0.0
+        self.split = {"compute_j": 0.0, "pagein_j": 0.0, "pageout_j": 0.0,
+                      "compute_s": 0.0, "pagein_s": 0.0, "pageout_s": 0.0}
+        self.n_page_in = self.n_page_out = self.bytes_paged_in = self.bytes_paged_out = 0
+        self.over_budget: list[str] = []
+
+    # ---- queries -------------------------------------------------------------------------
+    def resident(self) -> list[int]:
+        """Ids of the nodes whose output is in RAM, in id order."""
+        return [i for i, r in enumerate(self.in_ram) if r]
+
+    def flashed(self) -> list[int]:
+        """Ids of the nodes whose output is on flash, in id order."""
+        return [i for i, f in enumerate(self.on_flash) if f]
+
+    def compute_need(self, i: int) -> int:
+        """Bytes a compute of i adds at its peak instant: its output and its workspace."""
+        n = self.problem.nodes[i]
+        return n.out_bytes + n.workspace_bytes
+
+    def check(self, op: str, i: int) -> str | None:
+        """The rule `op i` would break in the current state, or None (budgets not included)."""
+        p = self.problem
+        if not 0 <= i < p.T:
+            return f"node {i} does not exist (ids are 0..{p.T - 1})"
+        if op == "compute":
+            missing = [q for q in p.preds[i] if not self.in_ram[q]]
+            if missing:
+                return (f"operands not in RAM: {missing} "
+                        f"(every predecessor must be resident to compute)")
+            if self.in_ram[i]:
+                return "output already in RAM (free it before recomputing)"
+        elif op == "page_out":
+            if not self.in_ram[i]:
+                return "page_out needs the tensor in RAM"
+            if self.on_flash[i]:
+                return "already on flash (page_out twice without drop_flash)"
+        elif op == "page_in":
+            if not self.on_flash[i]:
+                return "page_in needs the tensor on flash (page it out first)"
+            if self.in_ram[i]:
+                return "page_in of a tensor already in RAM"
+        elif op == "free":
+            if not self.in_ram[i]:
+                return "free of a tensor that is not in RAM"
+        elif op == "drop_flash":
+            if not self.on_flash[i]:
+                return "drop_flash of a tensor that is not on flash"
+        else:
+            return f"op {op!r} is not an instruction"
+        return None
+
+    def error(self, op: str, i: int, rule: str) -> ScheduleError:
+        """A ScheduleError for the instruction about to be applied, naming index, node and rule."""
+        p = self.problem
+        name = p.nodes[i].name if 0 <= i < p.T else "?"
+        return ScheduleError(f"instruction {self.step} ({op} {i}, node {name!r}): {rule}")
+
+    # ---- the step ------------------------------------------------------------------------
+    def apply(self, op: str, i: int) -> int:
+        """Run one instruction; return the RAM in use at its peak instant.
+
+        Raises ScheduleError naming the instruction index, the node and the rule broken (a
+        breached budget too, unless check_budgets is False)."""
+        rule = self.check(op, i)
+        if rule is not None:
+            raise self.error(op, i, rule)
+        n = self.problem.nodes[i]
+        during = self.ram
+        if op == "compute":
+            during = self.ram + n.out_bytes + n.workspace_bytes
+            self.ram += n.out_bytes
+            self.in_ram[i] = True
+            self.computed[i] += 1
+            self._spend("compute", n.compute_s, n.compute_j)
+        elif op == "page_out":
+            self.on_flash[i] = True
+            self.flash += n.out_bytes
+            self.n_page_out += 1
+            self.bytes_paged_out += n.out_bytes
+            self._spend("pageout", n.pageout_s, n.pageout_j)
+        elif op == "page_in":
+            self.ram += n.out_bytes
+            during = self.ram
+            self.in_ram[i] = True
+            self.n_page_in += 1
+            self.bytes_paged_in += n.out_bytes
+            self._spend("pagein", n.pagein_s, n.pagein_j)
+        elif op == "free":
+            self.in_ram[i] = False
+            self.ram -= n.out_bytes
+        else:  # drop_flash
+            self.on_flash[i] = False
+            self.flash -= n.out_bytes
+        self._check_budgets(op, i, during)
+        if during > self.peak_ram:
+            self.peak_ram, self.peak_index = during, self.step
+        self.peak_flash = max(self.peak_flash, self.flash)
+        self.during = during
+        self.step += 1
+        return during
+
+    def _spend(self, kind: str, seconds: float, joules: float) -> None:
+        self.energy_j += joules
+        self.time_s += seconds
+        self.split[f"{kind}_j"] += joules
+        self.split[f"{kind}_s"] += seconds
+
+    def _check_budgets(self, op: str, i: int, during: int) -> None:
+        k = self.step
+        ram_budget = self.problem.ram_budget_bytes
+        flash_budget = self.problem.flash_budget_bytes
+        if ram_budget is not None and during > ram_budget:
+            msg = f"RAM budget exceeded: {during} bytes in use > budget {ram_budget}"
+            if self.check_budgets:
+                raise self.error(op, i, msg)
+            if not self.over_budget or not self.over_budget[-1].startswith("RAM"):
+                self.over_budget.append(f"RAM at instruction {k}: {msg}")
+        if flash_budget is not None and self.flash > flash_budget:
+            msg = f"flash budget exceeded: {self.flash} bytes on flash > budget {flash_budget}"
+            if self.check_budgets:
+                raise self.error(op, i, msg)
+            self.over_budget.append(f"flash at instruction {k}: {msg}")
+
+    def finish(self) -> None:
+        """Check the end of the step: every node computed, the runtime budget kept."""
+        p = self.problem
+        never = [i for i in range(p.T) if self.computed[i] == 0]
+        if never:
+            names = ", ".join(f"{i} ({p.nodes[i].name!r})" for i in never[:5])
+            more = f" and {len(never) - 5} more" if len(never) > 5 else ""
+            raise ScheduleError(f"end of schedule (after {self.step} instructions): "
+                                f"the step is incomplete, never computed: {names}{more}")
+        if p.runtime_budget_s is not None and self.time_s > p.runtime_budget_s * (1 + 1e-9):
+            msg = (f"runtime budget exceeded: {self.time_s:.6g} s > budget "
+                   f"{p.runtime_budget_s:.6g} s")
+            if self.check_budgets:
+                raise ScheduleError(f"end of schedule: {msg}")
+            self.over_budget.append(msg)
+
+
+def check_fingerprint(problem: Problem, schedule: Schedule) -> None:
+    """ScheduleError unless the schedule carries no fingerprint or the problem's."""
+    fp = schedule.problem_fingerprint
+    if fp is not None and fp != problem.fingerprint:
+        raise ScheduleError(
+            f"the schedule was made for another problem (fingerprint "
+            f"{fp[:19]}..., this problem is {problem.fingerprint[:19]}...)")
 
 
 def simulate(problem: Problem, schedule: Schedule, *, check_budgets: bool = True) -> SimReport:
@@ -71,124 +245,24 @@ def simulate(problem: Problem, schedule: Schedule, *, check_budgets: bool = True
     check_budgets=False the budgets are not enforced (the report's `over_budget` lists which
     would have been exceeded); every other rule still is.
     """
-    if (schedule.problem_fingerprint is not None
-            and schedule.problem_fingerprint != problem.fingerprint):
-        raise ScheduleError(
-            f"the schedule was made for another problem (fingerprint "
-            f"{schedule.problem_fingerprint[:19]}..., this problem is {problem.fingerprint[:19]}...)")
-    T = problem.T
-    nodes = problem.nodes
-    preds = problem.preds
-    in_ram = [False] * T
-    on_flash = [False] * T
-    computed = [0] * T
-    ram = problem.static_bytes
-    flash = 0
-    peak_ram, peak_index, peak_flash = ram, -1, 0
+    check_fingerprint(problem, schedule)
+    m = Machine(problem, check_budgets=check_budgets)
     ram_trace: list[int] = []
     ram_after: list[int] = []
     flash_trace: list[int] = []
-    split = {"compute_j": 0.0, "pagein_j": 0.0, "pageout_j": 0.0,
-             "compute_s": 0.0, "pagein_s": 0.0, "pageout_s": 0.0}
-    energy = 0.0
-    time = 0.0
-    n_in = n_out = bytes_out = bytes_in = 0
-    ram_budget = problem.ram_budget_bytes
-    flash_budget = problem.flash_budget_bytes
-    over: list[str] = []
-
-    for k, (op, i) in enumerate(schedule.instructions):
-        if not 0 <= i < T:
-            raise _fail(k, op, i, problem, f"node {i} does not exist (ids are 0..{T - 1})")
-        n = nodes[i]
-        during = ram
-        if op == "compute":
-            missing = [p for p in preds[i] if not in_ram[p]]
-            if missing:
-                raise _fail(k, op, i, problem, f"operands not in RAM: {missing} "
-                            f"(every predecessor must be resident to compute)")
-            if in_ram[i]:
-                raise _fail(k, op, i, problem, "output already in RAM (free it before recomputing)")
-            during = ram + n.out_bytes + n.workspace_bytes
-            ram += n.out_bytes
-            in_ram[i] = True
-            computed[i] += 1
-            energy += n.compute_j
-            time += n.compute_s
-            split["compute_j"] += n.compute_j
-            split["compute_s"] += n.compute_s
-        elif op == "page_out":
-            if not in_ram[i]:
-                raise _fail(k, op, i, problem, "page_out needs the tensor in RAM")
-            if on_flash[i]:
-                raise _fail(k, op, i, problem, "already on flash (page_out twice without drop_flash)")
-            on_flash[i] = True
-            flash += n.out_bytes
-            n_out += 1
-            bytes_out += n.out_bytes
-            energy += n.pageout_j
-            time += n.pageout_s
-            split["pageout_j"] += n.pageout_j
-            split["pageout_s"] += n.pageout_s
-        elif op == "page_in":
-            if not on_flash[i]:
-                raise _fail(k, op, i, problem, "page_in needs the tensor on flash (page it out first)")
-            if in_ram[i]:
-                raise _fail(k, op, i, problem, "page_in of a tensor already in RAM")
-            ram += n.out_bytes
-            during = ram
-            in_ram[i] = True
-            n_in += 1
-            bytes_in += n.out_bytes
-            energy += n.pagein_j
-            time += n.pagein_s
-            split["pagein_j"] += n.pagein_j
-            split["pagein_s"] += n.pagein_s
-        elif op == "free":
-            if not in_ram[i]:
-                raise _fail(k, op, i, problem, "free of a tensor that is not in RAM")
-            in_ram[i] = False
-            ram -= n.out_bytes
-        else:  # drop_flash
-            if not on_flash[i]:
-                raise _fail(k, op, i, problem, "drop_flash of a tensor that is not on flash")
-            on_flash[i] = False
-            flash -= n.out_bytes
-        if ram_budget is not None and during > ram_budget:
-            msg = f"RAM budget exceeded: {during} bytes in use > budget {ram_budget}"
-            if check_budgets:
-                raise _fail(k, op, i, problem, msg)
-            if not over or not over[-1].startswith("RAM"):
-                over.append(f"RAM at instruction {k}: {msg}")
-        if flash_budget is not None and flash > flash_budget:
-            msg = f"flash budget exceeded: {flash} bytes on flash > budget {flash_budget}"
-            if check_budgets:
-                raise _fail(k, op, i, problem, msg)
-            over.append(f"flash at instruction {k}: {msg}")
-        if during > peak_ram:
-            peak_ram, peak_index = during, k
-        peak_flash = max(peak_flash, flash)
-        ram_trace.append(during)
-        ram_after.append(ram)
-        flash_trace.append(flash)
-
-    never = [i for i in range(T) if computed[i] == 0]
-    if never:
-        names = ", ".join(f"{i} ({nodes[i].name!r})" for i in never[:5])
-        more = f" and {len(never) - 5} more" if len(never) > 5 else ""
-        raise ScheduleError(f"end of schedule (after {len(schedule.instructions)} instructions): "
-                            f"the step is incomplete, never computed: {names}{more}")
-    if problem.runtime_budget_s is not None and time > problem.runtime_budget_s * (1 + 1e-9):
-        msg = f"runtime budget exceeded: {time:.6g} s > budget {problem.runtime_budget_s:.6g} s"
-        if check_budgets:
-            raise ScheduleError(f"end of schedule: {msg}")
-        over.append(msg)
-    n_compute = sum(computed)
+    for op, i in schedule.instructions:
+        ram_trace.append(m.apply(op, i))
+        ram_after.append(m.ram)
+        flash_trace.append(m.flash)
+    m.finish()
+    n_compute = sum(m.computed)
     return SimReport(
-        energy_j=energy, time_s=time, peak_ram_bytes=peak_ram, peak_flash_bytes=peak_flash,
-        peak_index=peak_index, ram_trace=ram_trace, ram_after=ram_after, flash_trace=flash_trace,
-        split=split, n_compute=n_compute, n_recompute=n_compute - T, n_page_in=n_in,
-        n_page_out=n_out, bytes_paged_out=bytes_out, bytes_paged_in=bytes_in, over_budget=over)
+        energy_j=m.energy_j, time_s=m.time_s, peak_ram_bytes=m.peak_ram,
+        peak_flash_bytes=m.peak_flash, peak_index=m.peak_index, ram_trace=ram_trace,
+        ram_after=ram_after, flash_trace=flash_trace, split=m.split, n_compute=n_compute,
+        n_recompute=n_compute - problem.T, n_page_in=m.n_page_in, n_page_out=m.n_page_out,
+        bytes_paged_out=m.bytes_paged_out, bytes_paged_in=m.bytes_paged_in,
+        over_budget=m.over_budget)
 
 
 def store_all_instructions(problem: Problem) -> list[tuple[str, int]]:
