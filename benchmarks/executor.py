@@ -10,7 +10,7 @@
    (``--check`` exits with status 1 if it is not).
 2. Real schedules at a tight RAM budget (``--budget``: the fraction of the way from the minimum
    feasible RAM to the store-all peak): DTR (recompute), greedy paging, and the MILP
-   (``solver.solve``, strategy "poet") when it is available. For each: the simulator's device
+   (``solver.solve``, strategy "poet"). For each: the simulator's device
    prediction (time and energy on ``--device``, and the overhead over store-all) next to the
    measured CPU seconds of the executor on this machine, the measured vs predicted peak RAM,
    and the flash bytes really written.
@@ -34,7 +34,7 @@ import poet
 import solver
 from poet import zoo
 from poet.costs import make_problem
-from poet.replay import prepare, run_prepared
+from poet.executor import prepare, run_prepared
 from solver.baselines import get_baseline
 
 
@@ -59,16 +59,38 @@ def _schedules(problem, budgeted, time_limit_s: float):
             out[name] = get_baseline(name)(budgeted)
         except solver.InfeasibleError as e:
             print(f"# {name}: infeasible at this budget ({e})", file=sys.stderr)
-    solve = getattr(solver, "solve", None)
-    if solve is not None:
-        try:
-            result = solve(budgeted, strategy="poet", time_limit_s=time_limit_s)
-            out["poet (MILP)"] = result.schedule
-        except Exception as e:  # noqa: BLE001 - report and go on with the baselines
-            print(f"# solver.solve failed: {type(e).__name__}: {e}", file=sys.stderr)
+    result = solver.solve(budgeted, strategy="poet", time_limit_s=time_limit_s)
+    if result.schedule is not None:
+        out["poet (MILP)"] = result.schedule
     else:
-        print("# solver.solve is not available: MILP row skipped", file=sys.stderr)
+        print(f"# solver.solve found no schedule ({result.status}): MILP row skipped", file=sys.stderr)
     return out
+
+
+def _print_table(info: dict) -> None:
+    """The human-readable report of `main`."""
+    args_batch, repeats, device = info["batch"], info["repeats"], info["device"]
+    eager_s, store_s = info["eager_step_s"], info["executor_store_all_step_s"]
+    eager_min, store_min = info["eager_step_min_s"], info["executor_store_all_step_min_s"]
+    ratio, rows = info["executor_over_eager"], info["rows"]
+    budget, lo, hi = info["budget_bytes"], info["min_feasible_bytes"], info["store_all_peak_bytes"]
+    mib = 2 ** 20
+    print(f"ResNet-18 32x32, batch {args_batch}, {info['threads']} thread(s), median of {repeats} steps")
+    print(f"eager backward():           {eager_s * 1e3:8.1f} ms/step (min {eager_min * 1e3:.1f})")
+    print(f"executor, store-all:        {store_s * 1e3:8.1f} ms/step (min {store_min * 1e3:.1f})  "
+          f"{ratio:.2f}x eager (limit 1.5x: {'ok' if ratio <= 1.5 else 'EXCEEDED'})")
+    print(f"\nRAM budget {budget / mib:.2f} MiB (minimum {lo / mib:.2f}, "
+          f"store-all peak {hi / mib:.2f}); device predictions on {device}")
+    head = (f"{'schedule':14s} {'remat':>5s} {'p-in':>5s} {'flash MiB':>9s} {'peak pred/meas MiB':>19s} "
+            f"{'dev time s':>10s} {'dev J':>9s} {'dev +E%':>8s} {'dev +t%':>8s} {'CPU ms':>8s} {'CPU +%':>7s}")
+    print(head)
+    for r in rows:
+        print(f"{r['schedule']:14s} {r['recomputes']:5d} {r['page_ins']:5d} "
+              f"{r['flash_written_bytes'] / mib:9.2f} "
+              f"{r['peak_predicted_bytes'] / mib:9.2f}/{r['peak_measured_bytes'] / mib:<9.2f} "
+              f"{r['device_time_s']:10.4f} {r['device_energy_j']:9.4f} "
+              f"{100 * r['device_energy_overhead']:8.2f} {100 * r['device_time_overhead']:8.2f} "
+              f"{r['cpu_step_s'] * 1e3:8.1f} {100 * r['cpu_overhead']:7.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,23 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(info, indent=1))
     else:
-        mib = 2 ** 20
-        print(f"ResNet-18 32x32, batch {args.batch}, {info['threads']} thread(s), median of {args.repeats} steps")
-        print(f"eager backward():           {eager_s * 1e3:8.1f} ms/step (min {eager_min * 1e3:.1f})")
-        print(f"executor, store-all:        {store_s * 1e3:8.1f} ms/step (min {store_min * 1e3:.1f})  "
-              f"{ratio:.2f}x eager (limit 1.5x: {'ok' if ratio <= 1.5 else 'EXCEEDED'})")
-        print(f"\nRAM budget {budgeted.ram_budget_bytes / mib:.2f} MiB (minimum {lo / mib:.2f}, "
-              f"store-all peak {hi / mib:.2f}); device predictions on {args.device}")
-        head = (f"{'schedule':14s} {'remat':>5s} {'p-in':>5s} {'flash MiB':>9s} {'peak pred/meas MiB':>19s} "
-                f"{'dev time s':>10s} {'dev J':>9s} {'dev +E%':>8s} {'dev +t%':>8s} {'CPU ms':>8s} {'CPU +%':>7s}")
-        print(head)
-        for r in rows:
-            print(f"{r['schedule']:14s} {r['recomputes']:5d} {r['page_ins']:5d} "
-                  f"{r['flash_written_bytes'] / mib:9.2f} "
-                  f"{r['peak_predicted_bytes'] / mib:9.2f}/{r['peak_measured_bytes'] / mib:<9.2f} "
-                  f"{r['device_time_s']:10.4f} {r['device_energy_j']:9.4f} "
-                  f"{100 * r['device_energy_overhead']:8.2f} {100 * r['device_time_overhead']:8.2f} "
-                  f"{r['cpu_step_s'] * 1e3:8.1f} {100 * r['cpu_overhead']:7.1f}")
+        _print_table(info)
     return 1 if args.check and ratio > 1.5 else 0
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 
 from poet import zoo
-from poet.extract import extract
+from poet._extract import extract
 
 RESNET_LIMIT_S = 30.0
 

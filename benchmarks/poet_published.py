@@ -54,7 +54,7 @@ class PublishedModel:
         self.problem = problem
         T = problem.T
         nodes, preds, succs = problem.nodes, problem.preds, problem.succs
-        e0 = sum(n.compute_j for n in nodes) or 1.0
+        e0 = problem.store_all_energy_j or 1.0
         prob = pulp.LpProblem("poet_published", pulp.LpMinimize)
         B = pulp.LpBinary
 
@@ -169,7 +169,7 @@ def compare(problem: Problem, frac: float, backend: str, time_limit: float, gap:
             as_published: bool) -> dict:
     lo, hi = min_feasible_ram(problem), store_all_peak(problem)
     p = problem.with_budgets(ram_budget_bytes=lo + int(frac * (hi - lo)))
-    e0 = sum(n.compute_j for n in p.nodes)
+    e0 = p.store_all_energy_j
     t0 = time.perf_counter()
     model = PublishedModel(p, as_published=as_published)
     build_s = time.perf_counter() - t0

@@ -63,7 +63,7 @@ def zoo_problems(names: list[str], profile: str,
 
     from poet import zoo
     from poet.costs import make_problem
-    from poet.extract import extract
+    from poet._extract import extract
     out = []
     for spec in names:
         name, options = _zoo_spec(spec)

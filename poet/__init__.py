@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily)
 _LAZY = {
-    "extract": "poet.extract",
-    "ExtractError": "poet.extract",
+    "extract": "poet._extract",
+    "ExtractError": "poet._extract",
     "TrainingGraph": "poet.graph",
     "load_profile": "poet.profiles",
     "list_profiles": "poet.profiles",
@@ -31,12 +31,14 @@ _LAZY = {
     "make_problem": "poet.costs",
     "price_node": "poet.costs",
     "verify": "poet.replay",
-    "execute": "poet.replay",
+    "execute": "poet.executor",
     "ScheduledStep": "poet.runtime",
-    "sweep": "poet.sweep",
+    "sweep": "poet._sweep",
+    "SweepResult": "poet._sweep",
 }
-_SUBMODULES = {"zoo", "profiles", "costs", "units", "extract", "graph", "replay", "runtime", "plot",
-               "cli"}
+_SUBMODULES = {"zoo", "profiles", "costs", "units", "graph", "replay", "runtime", "plot",
+               "cli", "budgets", "runner", "sweepfiles", "figures", "sweep_figures",
+               "schedule_figures"}
 
 __all__ = ["Problem", "Schedule", "ScheduleError", "simulate", *_LAZY]
 

@@ -25,10 +25,15 @@ Why these choices:
   (the simulator adds times up), so its time counts against the runtime budget.
 - A zero-byte output is never written or read: paging it costs nothing (no latency either).
 
-`make_problem` prices every node of a `poet.graph.TrainingGraph` this way and resolves the
-budgets (`poet.units.parse_budget`): bytes, "device" (the profile's RAM or flash size), a
-multiple of the store-all peak RAM ("0.5x", `solver.store_all_peak`) or of the store-all time
-("1.5x": the sum of compute_s, no paging), seconds, or None for no limit.
+`graph_to_problem` turns a `poet.graph.TrainingGraph` into a `solver.Problem` under any price
+(a function from a node's `NodeCounts` to the six cost fields of `solver.Node`; none: all costs
+0). `make_problem` is `graph_to_problem` with the roofline price above (`roofline_price`) plus
+the budgets; `reprice` reads the `NodeCounts` back from a problem's nodes (they keep them in
+`extra`) and builds its nodes with the same code. Both resolve the budgets
+(`poet.units.parse_budget`): bytes, "device" (the profile's RAM or flash size), a multiple of
+the store-all peak RAM ("0.5x", `solver.store_all_peak`) or of the store-all time ("1.5x":
+`Problem.store_all_time_s`, the sum of compute_s in id order, no paging), seconds, or None for
+no limit.
 """
 
 from __future__ import annotations
@@ -37,71 +42,100 @@ import math
 import numbers
 import operator
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import solver
+from solver.problem import COST_FIELDS
 
 from .profiles import Profile, load_profile
 from .units import parse_budget
 
-__all__ = ["NodeCost", "price_node", "make_problem", "reprice", "COST_MODEL"]
+__all__ = ["NodeCounts", "Price", "graph_to_problem", "roofline_price", "price_node",
+           "make_problem", "reprice", "apply_budgets", "COST_MODEL"]
 
 COST_MODEL = "poet.costs/roofline-1"
 _GRAPH_NODE_FIELDS = ("id", "name", "kind", "flops", "extra_flops", "bytes_read",
                       "bytes_written", "out_bytes", "workspace_bytes")
-_PRICE_FIELDS = ("flops", "extra_flops", "bytes_read", "bytes_written")
+_PRICE_FIELDS = ("flops", "extra_flops", "bytes_read", "bytes_written")  # kept in Node.extra
 
 
 @dataclass(frozen=True)
-class NodeCost:
-    """Time (s) and energy (J) of computing a node and of paging its output out and in."""
+class NodeCounts:
+    """What a price reads of one node: FLOPs the counter scores (`flops`) and the estimate of
+    the work it ignores (`extra_flops`), bytes of RAM read and written while computing, and the
+    bytes of the output that paging moves.
 
-    compute_s: float
-    compute_j: float
-    pagein_s: float
-    pagein_j: float
-    pageout_s: float
-    pageout_j: float
+    Each is a finite number >= 0 (ints, floats and numpy scalars; not bool), kept as a plain
+    Python int or float so that it is written to JSON as given. Raises ValueError naming the
+    field otherwise.
+    """
+
+    flops: int | float
+    extra_flops: int | float = 0
+    bytes_read: int | float = 0
+    bytes_written: int | float = 0
+    out_bytes: int | float = 0
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, _amount(f.name, getattr(self, f.name)))
 
 
-def _amount(name: str, value: Any) -> float:
-    """A finite number >= 0 (ints, floats and numpy scalars; not bool)."""
+Price = Callable[[NodeCounts], Mapping[str, float]]
+"""A price: a node's counts -> its six costs, keyed by `solver.problem.COST_FIELDS`."""
+
+
+def _amount(name: str, value: Any) -> int | float:
+    """A finite number >= 0 as a plain int or float (numpy scalars accepted; not bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     v = float(value)
     if not math.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
+    return int(value) if isinstance(value, numbers.Integral) else v
 
 
-def price_node(profile: Profile, *, flops: float, extra_flops: float = 0, bytes_read: float = 0,
-               bytes_written: float = 0, out_bytes: float = 0) -> NodeCost:
-    """Cost of one node on `profile` by the formulas in the module docstring.
-
-    Raises ValueError naming the argument when an amount is negative, NaN, infinite or not a
-    number.
-    """
+def roofline_price(profile: Profile) -> Price:
+    """The price of the module docstring on `profile`: `NodeCounts` -> the six costs."""
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be a poet.profiles.Profile (see load_profile), "
                         f"got {type(profile).__name__}")
-    f = _amount("flops", flops) + _amount("extra_flops", extra_flops)
-    moved = _amount("bytes_read", bytes_read) + _amount("bytes_written", bytes_written)
-    out = _amount("out_bytes", out_bytes)
-    compute_s = max(f / profile.flops_per_s, moved / profile.mem_bandwidth_bytes_per_s)
-    if out > 0:
-        pageout_s = profile.flash_write_latency_s + out / profile.flash_write_bytes_per_s
-        pagein_s = profile.flash_read_latency_s + out / profile.flash_read_bytes_per_s
-    else:
-        pageout_s = pagein_s = 0.0
-    return NodeCost(
-        compute_s=compute_s,
-        compute_j=profile.active_power_w * compute_s,
-        pagein_s=pagein_s,
-        pagein_j=profile.flash_read_power_w * pagein_s,
-        pageout_s=pageout_s,
-        pageout_j=profile.flash_write_power_w * pageout_s,
-    )
+
+    def price(counts: NodeCounts) -> dict[str, float]:
+        f = float(counts.flops) + float(counts.extra_flops)
+        moved = float(counts.bytes_read) + float(counts.bytes_written)
+        out = float(counts.out_bytes)
+        compute_s = max(f / profile.flops_per_s, moved / profile.mem_bandwidth_bytes_per_s)
+        if out > 0:
+            pageout_s = profile.flash_write_latency_s + out / profile.flash_write_bytes_per_s
+            pagein_s = profile.flash_read_latency_s + out / profile.flash_read_bytes_per_s
+        else:
+            pageout_s = pagein_s = 0.0
+        return {"compute_s": compute_s, "compute_j": profile.active_power_w * compute_s,
+                "pagein_s": pagein_s, "pagein_j": profile.flash_read_power_w * pagein_s,
+                "pageout_s": pageout_s, "pageout_j": profile.flash_write_power_w * pageout_s}
+
+    return price
+
+
+def price_node(profile: Profile, *, flops: float, extra_flops: float = 0, bytes_read: float = 0,
+               bytes_written: float = 0, out_bytes: float = 0) -> dict[str, float]:
+    """Cost of one node on `profile` by the formulas in the module docstring: a dict keyed by
+    `solver.problem.COST_FIELDS`, which `solver.Node(**costs, ...)` takes as it is.
+
+    Raises TypeError if `profile` is not a Profile, and ValueError naming the argument when an
+    amount is negative, NaN, infinite or not a number.
+    """
+    price = roofline_price(profile)
+    return price(NodeCounts(flops=flops, extra_flops=extra_flops, bytes_read=bytes_read,
+                            bytes_written=bytes_written, out_bytes=out_bytes))
+
+
+def _free(counts: NodeCounts) -> dict[str, float]:
+    """The price of `graph_to_problem(graph)`: nothing costs anything."""
+    return dict.fromkeys(COST_FIELDS, 0.0)
 
 
 def _whole(where: str, value: Any) -> int:
@@ -121,93 +155,188 @@ def _whole(where: str, value: Any) -> int:
     return n
 
 
-def _json_number(value: Any) -> int | float:
-    """A plain int or float (numpy scalars become Python numbers) for JSON."""
-    return int(value) if isinstance(value, numbers.Integral) else float(value)
-
-
 def _json_request(value: Any) -> Any:
     """The budget as the caller wrote it, in a JSON-safe form (for problem.extra)."""
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, numbers.Real):
-        return _json_number(value)
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
     return str(value)
 
 
-def make_problem(graph, profile: Profile | str | os.PathLike, *, ram_budget=None,
-                 runtime_budget=None, flash_budget=None, name: str | None = None) -> solver.Problem:
-    """Price every node of `graph` on `profile` and set the budgets.
+# ---- one function from counted nodes to a problem -----------------------------------------------
+
+def _priced_node(where: str, price: Price, counts: NodeCounts, *, id: Any, name: Any, kind: Any,
+                 workspace_bytes: Any, module_path: Any, aten_nodes: Any) -> solver.Node:
+    """One `solver.Node` priced by `price`; its `extra` keeps the counts (and, when known, the
+    module path and ATen ops) so that `reprice` can price it again."""
+    try:
+        costs = price(counts)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if not isinstance(costs, Mapping) or set(costs) != set(COST_FIELDS):
+        got = sorted(costs) if isinstance(costs, Mapping) else type(costs).__name__
+        raise ValueError(f"{where}: the price returned {got}; it must return a mapping with "
+                         f"exactly the keys {', '.join(COST_FIELDS)}")
+    extra: dict[str, Any] = {f: getattr(counts, f) for f in _PRICE_FIELDS}
+    if module_path is not None:
+        extra["module_path"] = str(module_path)
+    if aten_nodes is not None:
+        extra["aten_nodes"] = [str(a) for a in aten_nodes]
+    return solver.Node(id=_whole(f"{where}.id", id), name=str(name), kind=kind,
+                       out_bytes=_whole(f"{where}.out_bytes", counts.out_bytes),
+                       workspace_bytes=_whole(f"{where}.workspace_bytes", workspace_bytes),
+                       **costs, extra=extra)
+
+
+def _problem(nodes: list[solver.Node], edges, static_bytes: Any, name: str,
+             extra: Mapping[str, Any] | None) -> solver.Problem:
+    return solver.Problem(
+        nodes=nodes,
+        edges=[(_whole(f"graph.edges[{e}][0]", a), _whole(f"graph.edges[{e}][1]", b))
+               for e, (a, b) in enumerate(edges)],
+        static_bytes=_whole("graph.static_bytes", static_bytes), name=name,
+        extra=dict(extra) if extra is not None else {})
+
+
+def _graph_name(graph) -> str:
+    graph_name = getattr(graph, "name", None)
+    if not isinstance(graph_name, str):
+        raise ValueError(f"graph.name must be a string, got {graph_name!r}")
+    return graph_name
+
+
+def _graph_node(k: int, gn: Any, price: Price) -> solver.Node:
+    where = f"graph node {k}"
+    missing = [f for f in _GRAPH_NODE_FIELDS if not hasattr(gn, f)]
+    if missing:
+        raise ValueError(f"{where} has no {', '.join(missing)} (a TrainingGraph node has "
+                         f"{', '.join(_GRAPH_NODE_FIELDS)})")
+    where = f"graph node {k} ({gn.name!r})"
+    try:
+        counts = NodeCounts(flops=gn.flops, extra_flops=gn.extra_flops, bytes_read=gn.bytes_read,
+                            bytes_written=gn.bytes_written, out_bytes=gn.out_bytes)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return _priced_node(where, price, counts, id=gn.id, name=gn.name, kind=gn.kind,
+                        workspace_bytes=gn.workspace_bytes,
+                        module_path=getattr(gn, "module_path", None),
+                        aten_nodes=getattr(gn, "aten_nodes", None))
+
+
+def graph_to_problem(graph, price: Price | None = None, *, name: str | None = None,
+                     extra: Mapping[str, Any] | None = None) -> solver.Problem:
+    """`graph` as a `solver.Problem` whose node costs are `price(NodeCounts)`; no budgets.
 
     `graph` is a `poet.graph.TrainingGraph` or anything with the same attributes: `nodes` (each
     with id, name, kind, flops, extra_flops, bytes_read, bytes_written, out_bytes,
     workspace_bytes, and optionally module_path and aten_nodes), `edges` (pairs of ids),
-    `static_bytes` and `name`. `profile` is a Profile, a built-in name or a TOML path.
+    `static_bytes` and `name`. `price` maps a node's `NodeCounts` to a mapping with exactly the
+    keys `solver.problem.COST_FIELDS` (`roofline_price(profile)` is the cost model);
+    `price=None` gives every cost 0: the structural problem, enough for the simulator to check a
+    schedule's rules and memory. Each node's `extra` keeps flops, extra_flops, bytes_read,
+    bytes_written, module_path and aten_nodes (`reprice` reads them back). The problem is named
+    `name` or `graph.name`; its `extra` is a copy of `extra` (default empty).
+
+    Raises ValueError (naming the graph node and attribute) for bad input or a price that does
+    not return the six costs, and solver.ProblemError if the graph's structure is not a valid
+    problem (ids out of order, backward edges) or a cost is negative or not finite.
+    """
+    graph_name = _graph_name(graph)
+    price = _free if price is None else price
+    nodes = [_graph_node(k, gn, price) for k, gn in enumerate(graph.nodes)]
+    return _problem(nodes, graph.edges, graph.static_bytes,
+                    name if name is not None else graph_name, extra)
+
+
+def _counts_of(n: solver.Node) -> NodeCounts:
+    """The counts `graph_to_problem` recorded in a problem node's extra, typed and checked."""
+    missing = [f for f in _PRICE_FIELDS if f not in n.extra]
+    if missing:
+        raise ValueError(f"problem node {n.id} ({n.name!r}) has no {', '.join(missing)} in "
+                         f"its extra fields; only problems made by make_problem (which "
+                         f"records them) can be repriced")
+    try:
+        return NodeCounts(out_bytes=n.out_bytes, **{f: n.extra[f] for f in _PRICE_FIELDS})
+    except ValueError as e:
+        raise ValueError(f"problem node {n.id} ({n.name!r}): {e}") from None
+
+
+# ---- priced problems with budgets ---------------------------------------------------------------
+
+def _check_budgets(ram_budget, runtime_budget, flash_budget) -> None:
+    """Read the budgets first: a typo should fail before any work is done."""
+    for value, what in ((ram_budget, "ram"), (runtime_budget, "runtime"), (flash_budget, "flash")):
+        parse_budget(value, what)
+
+
+def _priced_extra(profile: Profile, model: str, ram_budget, runtime_budget,
+                  flash_budget) -> dict[str, Any]:
+    return {"device": profile.name, "model": model, "element_bytes": profile.element_bytes,
+            "cost_model": COST_MODEL,
+            "budget_request": {"ram": _json_request(ram_budget),
+                               "runtime": _json_request(runtime_budget),
+                               "flash": _json_request(flash_budget)}}
+
+
+def make_problem(graph, profile: Profile | str | os.PathLike, *, ram_budget=None,
+                 runtime_budget=None, flash_budget=None, name: str | None = None) -> solver.Problem:
+    """`graph_to_problem(graph, roofline_price(profile))` with the budgets set.
+
+    `graph` as in `graph_to_problem`; `profile` is a Profile, a built-in name or a TOML path.
 
     Budgets (see `poet.units.parse_budget`): `ram_budget` takes bytes, a size string ("256KiB"),
     "device" (profile.ram_bytes), a multiple of the store-all peak ("0.5x") or None (no limit);
     `flash_budget` takes bytes, a size string, "device" (profile.flash_bytes) or None;
-    `runtime_budget` takes seconds (2.5 or "2.5s"), a multiple of the store-all time ("1.5x", the
-    sum of compute_s) or None. A multiple is rounded down to whole bytes.
+    `runtime_budget` takes seconds (2.5 or "2.5s"), a multiple of the store-all time ("1.5x",
+    `Problem.store_all_time_s`, the sum of compute_s in id order) or None. A multiple is rounded
+    down to whole bytes.
 
     The problem is named `name` or "<graph.name>@<profile.name>"; its `extra` records the device,
     the model, the element size, the cost model and the budgets as requested. Each node's `extra`
-    keeps the graph's flops, extra_flops, bytes_read, bytes_written, module_path and aten_nodes, so
-    `reprice` can price the same problem for another device without tracing again.
+    keeps the counts, so `reprice` can price the same problem for another device without
+    tracing again.
 
     Raises ValueError (naming the graph node and attribute, or the budget) for bad input, and
     solver.ProblemError if the graph's structure is not a valid problem (ids out of order,
     backward edges).
     """
     profile = load_profile(profile)
-    # read the budgets first: a typo should fail before any work is done
-    for value, what in ((ram_budget, "ram"), (runtime_budget, "runtime"), (flash_budget, "flash")):
-        parse_budget(value, what)
-
-    graph_name = getattr(graph, "name", None)
-    if not isinstance(graph_name, str):
-        raise ValueError(f"graph.name must be a string, got {graph_name!r}")
-    nodes = []
-    for k, gn in enumerate(graph.nodes):
-        where = f"graph node {k}"
-        missing = [f for f in _GRAPH_NODE_FIELDS if not hasattr(gn, f)]
-        if missing:
-            raise ValueError(f"{where} has no {', '.join(missing)} (a TrainingGraph node has "
-                             f"{', '.join(_GRAPH_NODE_FIELDS)})")
-        where = f"graph node {k} ({gn.name!r})"
-        try:
-            cost = price_node(profile, flops=gn.flops, extra_flops=gn.extra_flops,
-                              bytes_read=gn.bytes_read, bytes_written=gn.bytes_written,
-                              out_bytes=gn.out_bytes)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-        extra: dict[str, Any] = {f: _json_number(getattr(gn, f)) for f in _PRICE_FIELDS}
-        module_path = getattr(gn, "module_path", None)
-        if module_path is not None:
-            extra["module_path"] = str(module_path)
-        aten_nodes = getattr(gn, "aten_nodes", None)
-        if aten_nodes is not None:
-            extra["aten_nodes"] = [str(a) for a in aten_nodes]
-        nodes.append(solver.Node(
-            id=_whole(f"{where}.id", gn.id), name=str(gn.name), kind=gn.kind,
-            out_bytes=_whole(f"{where}.out_bytes", gn.out_bytes),
-            workspace_bytes=_whole(f"{where}.workspace_bytes", gn.workspace_bytes),
-            compute_s=cost.compute_s, compute_j=cost.compute_j,
-            pagein_s=cost.pagein_s, pagein_j=cost.pagein_j,
-            pageout_s=cost.pageout_s, pageout_j=cost.pageout_j,
-            extra=extra))
-    edges = [(_whole(f"graph.edges[{e}][0]", a), _whole(f"graph.edges[{e}][1]", b))
-             for e, (a, b) in enumerate(graph.edges)]
-    problem = solver.Problem(
-        nodes=nodes, edges=edges,
-        static_bytes=_whole("graph.static_bytes", graph.static_bytes),
+    _check_budgets(ram_budget, runtime_budget, flash_budget)
+    graph_name = _graph_name(graph)
+    problem = graph_to_problem(
+        graph, roofline_price(profile),
         name=name if name is not None else f"{graph_name}@{profile.name}",
-        extra={"device": profile.name, "model": graph_name,
-               "element_bytes": profile.element_bytes, "cost_model": COST_MODEL,
-               "budget_request": {"ram": _json_request(ram_budget),
-                                  "runtime": _json_request(runtime_budget),
-                                  "flash": _json_request(flash_budget)}})
+        extra=_priced_extra(profile, graph_name, ram_budget, runtime_budget, flash_budget))
     return apply_budgets(problem, profile, ram_budget=ram_budget, runtime_budget=runtime_budget,
+                         flash_budget=flash_budget)
+
+
+def reprice(problem: solver.Problem, profile: Profile | str | os.PathLike, *, ram_budget=None,
+            runtime_budget=None, flash_budget=None, name: str | None = None) -> solver.Problem:
+    """The same graph priced for another device, from the `NodeCounts` that `graph_to_problem`
+    stored in each node's extra (no torch, no tracing): equal to `make_problem` on the graph.
+    Budgets as in `make_problem`; the name defaults to "<model>@<profile.name>".
+
+    Raises ValueError if a node lacks those counts (the problem was not made by make_problem or
+    graph_to_problem) or one is not a finite number >= 0.
+    """
+    counts = [_counts_of(n) for n in problem.nodes]
+    profile = load_profile(profile)
+    _check_budgets(ram_budget, runtime_budget, flash_budget)
+    model = problem.extra.get("model")
+    if not isinstance(model, str):
+        model = problem.name.split("@")[0]
+    price = roofline_price(profile)
+    nodes = [_priced_node(f"problem node {n.id} ({n.name!r})", price, c, id=n.id, name=n.name,
+                          kind=n.kind, workspace_bytes=n.workspace_bytes,
+                          module_path=n.extra.get("module_path"),
+                          aten_nodes=n.extra.get("aten_nodes"))
+             for n, c in zip(problem.nodes, counts)]
+    repriced = _problem(nodes, problem.edges, problem.static_bytes,
+                        name if name is not None else f"{model}@{profile.name}",
+                        _priced_extra(profile, model, ram_budget, runtime_budget, flash_budget))
+    return apply_budgets(repriced, profile, ram_budget=ram_budget, runtime_budget=runtime_budget,
                          flash_budget=flash_budget)
 
 
@@ -257,62 +386,10 @@ def _resolve_runtime(parsed, problem: solver.Problem, request) -> float | None:
     if kind == "seconds":
         return number
     if kind == "multiple":
-        store_all_s = math.fsum(n.compute_s for n in problem.nodes)
+        store_all_s = problem.store_all_time_s
         if store_all_s <= 0:
             raise ValueError(f"runtime budget {request!r}: the store-all time of this graph is "
                              f"0 s (no node has any compute cost), so a multiple of it is no "
                              f"budget; give seconds instead")
         return number * store_all_s
     raise AssertionError(kind)  # pragma: no cover
-
-
-@dataclass(frozen=True)
-class _RepricedNode:
-    id: int
-    name: str
-    kind: str
-    flops: float
-    extra_flops: float
-    bytes_read: float
-    bytes_written: float
-    out_bytes: int
-    workspace_bytes: int
-    module_path: str | None
-    aten_nodes: list | None
-
-
-@dataclass(frozen=True)
-class _RepricedGraph:
-    nodes: list
-    edges: list
-    static_bytes: int
-    name: str
-
-
-def reprice(problem: solver.Problem, profile: Profile | str | os.PathLike, *, ram_budget=None,
-            runtime_budget=None, flash_budget=None, name: str | None = None) -> solver.Problem:
-    """The same graph priced for another device, from the FLOP and byte counts that
-    `make_problem` stored in each node's extra (no torch, no tracing). Budgets as in
-    `make_problem`; the name defaults to "<model>@<profile.name>".
-
-    Raises ValueError if a node lacks those counts (the problem was not made by make_problem).
-    """
-    gnodes = []
-    for n in problem.nodes:
-        missing = [f for f in _PRICE_FIELDS if f not in n.extra]
-        if missing:
-            raise ValueError(f"problem node {n.id} ({n.name!r}) has no {', '.join(missing)} in "
-                             f"its extra fields; only problems made by make_problem (which "
-                             f"records them) can be repriced")
-        gnodes.append(_RepricedNode(
-            id=n.id, name=n.name, kind=n.kind, out_bytes=n.out_bytes,
-            workspace_bytes=n.workspace_bytes, module_path=n.extra.get("module_path"),
-            aten_nodes=n.extra.get("aten_nodes"),
-            **{f: n.extra[f] for f in _PRICE_FIELDS}))
-    model = problem.extra.get("model")
-    if not isinstance(model, str):
-        model = problem.name.split("@")[0]
-    graph = _RepricedGraph(nodes=gnodes, edges=list(problem.edges),
-                           static_bytes=problem.static_bytes, name=model)
-    return make_problem(graph, profile, ram_budget=ram_budget, runtime_budget=runtime_budget,
-                        flash_budget=flash_budget, name=name)

@@ -1,4 +1,4 @@
-"""The layer-level DAG of one training step, as :func:`poet.extract.extract` returns it.
+"""The layer-level DAG of one training step, as :func:`poet.extract` returns it.
 
 A :class:`TrainingGraph` has two faces:
 
@@ -49,7 +49,7 @@ storage is larger).
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,10 +58,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
     import torch.fx
 
-__all__ = ["GraphNode", "Placeholder", "TrainingGraph", "run_node", "NODE_KINDS", "PLACEHOLDER_ROLES"]
+__all__ = ["GraphNode", "Placeholder", "TrainingGraph", "Op", "node_ops", "evaluate", "run_node", "NODE_KINDS",
+           "PLACEHOLDER_ROLES"]
 
 NODE_KINDS = ("forward", "loss", "backward")
 PLACEHOLDER_ROLES = ("param", "buffer", "input", "target", "constant")
+_MISSING = object()
 
 
 @dataclass
@@ -245,7 +247,7 @@ class TrainingGraph:
         Parameters come detached (same storage, no autograd); buffers are the model's
         own buffer tensors (so ``mutates`` writes land in the model, as in eager
         training); inputs/targets are the leaves of ``inputs``/``targets`` flattened as
-        in :func:`poet.extract.extract`; constants come from ``fx_graph``.
+        in :func:`poet.extract`; constants come from ``fx_graph``.
         """
         import torch.utils._pytree as pytree
 
@@ -267,15 +269,88 @@ class TrainingGraph:
                 values[ph.fx_name] = getattr(self.fx_graph, ph.qualname)
         return values
 
-    def iter_nodes(self, kind: str | None = None) -> Iterator[GraphNode]:
-        """Nodes in id order, optionally only those of ``kind``."""
-        if kind is not None and kind not in NODE_KINDS:
-            raise ValueError(f"kind must be one of {NODE_KINDS}, got {kind!r}")
-        return (n for n in self.nodes if kind is None or n.kind == kind)
-
 
 def _leaf_index(qualname: str) -> int:
     return int(qualname[qualname.index("[") + 1 : qualname.index("]")])
+
+
+@dataclass(frozen=True)
+class Op:
+    """One fx node of a graph node, ready to evaluate (see :func:`node_ops`).
+
+    ``args``/``kwargs`` are the fx node's own (fx nodes stand for values, looked up when the op
+    runs); ``getitem`` marks ``operator.getitem`` on a multi-output result; ``grad_enabled`` is
+    the grad mode eager runs the op under (off for backward ops, contract point 4).
+    """
+
+    name: str
+    target: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    getitem: bool
+    grad_enabled: bool
+
+
+def node_ops(graph: TrainingGraph, node: GraphNode) -> list[Op]:
+    """The :class:`Op` of each of ``node.fx_nodes``, in graph order.
+
+    Raises ValueError naming the fx node if one is not a ``call_function`` node (the extractor
+    emits no other kind inside a node).
+    """
+    ops = []
+    for fx_name in node.fx_nodes:
+        fx = graph.fx_node(fx_name)
+        if fx.op != "call_function":
+            raise ValueError(f"fx node {fx_name!r} of node {node.name!r} has op {fx.op!r}; only "
+                             f"call_function nodes can run inside a node")
+        ops.append(Op(fx_name, fx.target, tuple(fx.args), dict(fx.kwargs), fx.target is operator.getitem,
+                      not fx.meta.get("autograd_backward", False)))
+    return ops
+
+
+def evaluate(ops: Sequence[Op], fetch: Callable[[str], Any],
+             after: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Evaluate ``ops`` in order, each under its eager grad mode; return the values by fx name.
+
+    This is the one node evaluator: :func:`run_node` and the executor (:mod:`poet.executor`)
+    both call it. An argument produced by an earlier op of ``ops`` comes from the result being
+    built; any other comes from ``fetch(fx name)``, which raises if it has none. ``after(k,
+    env)``, if given, runs right after op ``k``'s value is stored in ``env`` (the dict being
+    built) and may replace or delete entries of ``env`` (the executor drops temporaries there
+    and counts the storages alive). The caller's grad mode is restored on return.
+    """
+    import torch
+    import torch.fx
+
+    env: dict[str, Any] = {}
+    missing = _MISSING
+
+    def arg(a: torch.fx.Node) -> Any:
+        v = env.get(a.name, missing)
+        return fetch(a.name) if v is missing else v
+
+    map_arg = torch.fx.node.map_arg
+    set_grad = torch._C._set_grad_enabled
+    grad_mode = torch.is_grad_enabled()
+    mode = grad_mode
+    try:
+        for k, op in enumerate(ops):
+            args = map_arg(op.args, arg)
+            if op.getitem:
+                value = args[0][args[1]]
+            else:
+                if op.grad_enabled != mode:
+                    mode = op.grad_enabled
+                    set_grad(mode)
+                value = op.target(*args, **map_arg(op.kwargs, arg)) if op.kwargs else op.target(*args)
+            del args
+            env[op.name] = value
+            del value
+            if after is not None:
+                after(k, env)
+    finally:
+        set_grad(grad_mode)
+    return env
 
 
 def run_node(graph: TrainingGraph, node: GraphNode | int, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,35 +364,16 @@ def run_node(graph: TrainingGraph, node: GraphNode | int, values: Mapping[str, A
     ``node.outputs`` and each value in ``node.grads``; temporaries are dropped. Raises
     KeyError naming the missing value if an input is absent.
     """
-    import torch
-    import torch.fx
-
     if isinstance(node, int):
         node = graph.nodes[node]
-    env: dict[str, Any] = {}
 
-    def lookup(arg: torch.fx.Node) -> Any:
-        name = arg.name
-        if name in env:
-            return env[name]
-        if name in values:
+    def fetch(name: str) -> Any:
+        try:
             return values[name]
-        raise KeyError(f"node {node.name!r} (id {node.id}) needs fx value {name!r}, which is not available")
+        except KeyError:
+            raise KeyError(f"node {node.name!r} (id {node.id}) needs fx value {name!r}, "
+                           f"which is not available") from None
 
-    grad_mode = torch.is_grad_enabled()
-    try:
-        for fx_name in node.fx_nodes:
-            fx = graph.fx_node(fx_name)
-            if fx.op != "call_function":  # pragma: no cover - extract only emits call_function here
-                raise ValueError(f"fx node {fx_name!r} has op {fx.op!r}; only call_function nodes run in a group")
-            args = torch.fx.node.map_arg(fx.args, lookup)
-            kwargs = torch.fx.node.map_arg(fx.kwargs, lookup)
-            if fx.target is operator.getitem:
-                env[fx_name] = args[0][args[1]]
-                continue
-            torch._C._set_grad_enabled(not fx.meta.get("autograd_backward", False))
-            env[fx_name] = fx.target(*args, **kwargs)
-    finally:
-        torch._C._set_grad_enabled(grad_mode)
+    env = evaluate(node_ops(graph, node), fetch)
     wanted = list(node.outputs) + [v for v in node.grads.values() if v not in node.outputs]
     return {name: env[name] if name in env else values[name] for name in wanted}

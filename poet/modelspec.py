@@ -86,7 +86,7 @@ def extract_problem(spec: ModelSpec, device, *, ram_budget=None, runtime_budget=
     verified later without naming the model again.
     """
     from .costs import make_problem
-    from .extract import extract
+    from ._extract import extract
 
     model, loss_fn, inputs, targets = spec.load()
     graph = extract(model, loss_fn, inputs, targets, granularity=granularity, train=spec.train,

@@ -7,7 +7,7 @@
         optimizer.step()
 
 ``step(x, y)`` runs the forward pass, the loss and the backward pass in the order the schedule
-gives (recomputing and paging as it says, through :mod:`poet.replay`), leaves in ``p.grad``
+gives (recomputing and paging as it says, through :mod:`poet.executor`), leaves in ``p.grad``
 what ``backward()`` would have left (added to an existing ``.grad``), updates BatchNorm buffers
 once and advances torch's RNG as eager dropout would; on CPU with the same thread count the
 numbers are bitwise those of eager training. The optimizer and the loop stay as they are.
@@ -38,7 +38,8 @@ import torch
 from solver import Problem, Schedule
 
 from .graph import TrainingGraph
-from .replay import ExecutionResult, Prepared, ReplayError, prepare, run_prepared
+from .errors import ReplayError
+from .executor import ExecutionResult, Prepared, prepare, run_prepared
 
 __all__ = ["ScheduledStep"]
 
@@ -57,7 +58,7 @@ class ScheduledStep:
     ``granularity`` (as in :func:`poet.extract`; default: what the schedule records, else
     "all", "sgd", "layer").
 
-    After a call, ``last_result`` holds the :class:`poet.replay.ExecutionResult` (measured
+    After a call, ``last_result`` holds the :class:`poet.executor.ExecutionResult` (measured
     peak, flash bytes, times).
     """
 
@@ -113,7 +114,7 @@ class ScheduledStep:
 
     # ------------------------------------------------------------------ set-up
     def _trace(self, inputs: Any, targets: Any) -> None:
-        from .extract import extract
+        from ._extract import extract
 
         graph = extract(self.model, self.loss_fn, inputs, targets, granularity=self.granularity,
                         train=self.train, optimizer=self.optimizer)

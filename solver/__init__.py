@@ -3,6 +3,9 @@
     problem = solver.Problem.load("p.json")
     result = solver.solve(problem, strategy="poet")      # .schedule .report .gap .bound_j
     report = solver.simulate(problem, result.schedule)   # the single definition of a schedule
+
+The problem and schedule files, the rules of a schedule and the fingerprint's canonical form are
+specified in docs/formats.md.
 """
 
 from .errors import InfeasibleError, ProblemError, ScheduleError

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 
 import pulp
 
+from .options import check_solve_options
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cbc", "highs", "gurobi")
-STATUSES = ("optimal", "feasible", "infeasible", "no-solution")
 
 
 @dataclass
@@ -137,13 +138,7 @@ def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 30
     time limit.
     """
     backend = resolve_backend(backend)
-    if not (isinstance(time_limit_s, (int, float)) and time_limit_s > 0):
-        raise ValueError(f"time_limit_s must be a number > 0, got {time_limit_s!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise ValueError(f"threads must be a whole number >= 1 or None, got {threads!r}")
-    if not 0 <= gap_rel < 1:
-        raise ValueError(f"gap must be in [0, 1), got {gap_rel!r}")
+    time_limit_s, threads, gap_rel = check_solve_options(time_limit_s, threads, gap_rel)
     runner = {"cbc": _run_cbc, "highs": _run_highs, "gurobi": _run_gurobi}[backend]
     t0 = time.perf_counter()
     res = runner(prob, time_limit_s=float(time_limit_s), threads=threads, gap_rel=gap_rel,
@@ -190,7 +185,8 @@ def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, 
     import highspy
     _silence_highs_banner()
     traj: list[tuple[float, float | None, float | None]] = []
-    deadline = time.perf_counter() + time_limit_s
+    on_incumbent, on_tick = _highs_callbacks(traj, time.perf_counter() + time_limit_s, progress,
+                                             stop)
 
     class _Highs(pulp.HiGHS):
         def createAndConfigureSolver(self, lp):
@@ -201,8 +197,8 @@ def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, 
             for key, value in options.items():
                 h.setOptionValue(key, value)
             if not relax:
-                h.cbMipImprovingSolution += _on_incumbent
-                h.cbMipInterrupt += _on_tick
+                h.cbMipImprovingSolution += on_incumbent
+                h.cbMipInterrupt += on_tick
 
         def callSolver(self, lp):
             if start and not relax:
@@ -212,33 +208,45 @@ def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, 
                 lp.solverModel.setSolution(sol)
             super().callSolver(lp)
 
-    def _on_incumbent(e):
+    if threads is not None:
+        highspy.Highs.resetGlobalScheduler(True)
+    solver = _Highs(mip=not relax, msg=verbose, timeLimit=time_limit_s, gapRel=gap_rel,
+                    gapAbs=gap_abs, threads=threads)
+    prob.solve(solver)
+    return _highs_result(prob.solverModel, relax, traj)
+
+
+def _highs_callbacks(traj: list, deadline: float, progress, stop):
+    """HiGHS' incumbent and interrupt callbacks: both append (seconds, incumbent, bound) to
+    traj; the interrupt one also stops the run 5 s past the deadline (a watchdog behind HiGHS'
+    own limit) or when stop(seconds, incumbent, bound) says so."""
+    def finite(v: float) -> float | None:
+        return v if math.isfinite(v) else None
+
+    def on_incumbent(e):
         d = e.data_out
         traj.append((d.running_time, d.objective_function_value, d.mip_dual_bound))
         if progress is not None:
             progress(f"highs: incumbent {d.objective_function_value:.6g}, bound "
                      f"{d.mip_dual_bound:.6g} at {d.running_time:.1f} s")
 
-    def _on_tick(e):
+    def on_tick(e):
         d = e.data_out
         last = traj[-1] if traj else None
         if last is None or last[2] != d.mip_dual_bound or last[1] != d.mip_primal_bound:
-            traj.append((d.running_time, d.mip_primal_bound if math.isfinite(d.mip_primal_bound)
-                         else None, d.mip_dual_bound))
+            traj.append((d.running_time, finite(d.mip_primal_bound), d.mip_dual_bound))
         if time.perf_counter() > deadline + 5.0:
-            e.interrupt()   # watchdog: HiGHS checks its own limit, this is the backstop
-        elif stop is not None and stop(d.running_time, d.mip_primal_bound
-                                       if math.isfinite(d.mip_primal_bound) else None,
-                                       d.mip_dual_bound if math.isfinite(d.mip_dual_bound)
-                                       else None):
+            e.interrupt()
+        elif stop is not None and stop(d.running_time, finite(d.mip_primal_bound),
+                                       finite(d.mip_dual_bound)):
             e.interrupt()
 
-    if threads is not None:
-        highspy.Highs.resetGlobalScheduler(True)
-    solver = _Highs(mip=not relax, msg=verbose, timeLimit=time_limit_s, gapRel=gap_rel,
-                    gapAbs=gap_abs, threads=threads)
-    prob.solve(solver)
-    h = prob.solverModel
+    return on_incumbent, on_tick
+
+
+def _highs_result(h, relax: bool, traj: list) -> BackendResult:
+    """The BackendResult of a finished HiGHS run (h: the highspy.Highs object)."""
+    import highspy
     info = h.getInfo()
     ms = h.getModelStatus()
     MS = highspy.HighsModelStatus
@@ -312,49 +320,12 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
         mps, sol, mst = (os.path.join(tmp, n) for n in ("model.mps", "model.sol", "start.mst"))
         vs, vnames, cnames, _ = prob.writeMPS(mps, rename=1)
         helper = pulp.COIN_CMD(path=path, msg=False)
-        args = [path, mps]
         if start and not relax:
             helper.writesol(mst, prob, vs, vnames, cnames)
-            args += ["-mips", mst]
-        args += ["-sec", f"{time_limit_s:g}", "-timeMode", "elapsed"]
-        if not relax:
-            args += ["-ratio", f"{gap_rel:g}"]
-            if gap_abs is not None:
-                args += ["-allow", f"{gap_abs:g}"]
-            if cutoff is not None:
-                args += ["-cutoff", repr(float(cutoff))]
-        if threads is not None:
-            args += ["-threads", str(threads)]
-        for key, value in options.items():
-            args += [f"-{key}", str(value)]
-        args += ["-initialSolve" if relax else "-solve", "-printingOptions", "all",
-                 "-solution", sol]
-        lines: list[str] = []
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, bufsize=1)
-
-        def pump():
-            for line in proc.stdout:
-                lines.append(line)
-                if verbose:
-                    sys.stdout.write(line)
-                if progress is not None and _CBC_INCUMBENT.search(line):
-                    progress("cbc: " + line.strip())
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        grace = 5.0 + 0.05 * time_limit_s
-        killed = False
-        try:
-            proc.wait(timeout=time_limit_s + grace)
-        except subprocess.TimeoutExpired:
-            killed = True
-            proc.kill()
-            proc.wait()
-            log.warning("cbc overran its %.0f s limit by %.0f s and was stopped", time_limit_s,
-                        grace)
-        reader.join(timeout=5.0)
-        text = "".join(lines)
+        args = _cbc_args(path, mps, sol, mst if start and not relax else None,
+                         time_limit_s=time_limit_s, threads=threads, gap_rel=gap_rel,
+                         gap_abs=gap_abs, cutoff=cutoff, relax=relax, options=options)
+        text, killed = _cbc_process(args, time_limit_s, verbose, progress)
         parsed = parse_cbc_log(text)
         if killed or not os.path.exists(sol):
             return BackendResult("cbc", "no-solution", bound=None, log_text=text,
@@ -366,6 +337,67 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
             head = f.readline()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return _cbc_result(prob, text, parsed, head, values, sol_status, relax)
+
+
+def _cbc_args(path, mps, sol, mst, *, time_limit_s, threads, gap_rel, gap_abs, cutoff, relax,
+              options) -> list[str]:
+    """CBC's command line: the model, the start (mst, if any), the limits, then solve and
+    write every column's value to sol."""
+    args = [path, mps]
+    if mst is not None:
+        args += ["-mips", mst]
+    args += ["-sec", f"{time_limit_s:g}", "-timeMode", "elapsed"]
+    if not relax:
+        args += ["-ratio", f"{gap_rel:g}"]
+        if gap_abs is not None:
+            args += ["-allow", f"{gap_abs:g}"]
+        if cutoff is not None:
+            args += ["-cutoff", repr(float(cutoff))]
+    if threads is not None:
+        args += ["-threads", str(threads)]
+    for key, value in options.items():
+        args += [f"-{key}", str(value)]
+    return args + ["-initialSolve" if relax else "-solve", "-printingOptions", "all",
+                   "-solution", sol]
+
+
+def _cbc_process(args: list[str], time_limit_s: float, verbose: bool,
+                 progress) -> tuple[str, bool]:
+    """Run CBC, streaming its log (to stdout if verbose, incumbent lines to progress); kill it
+    when it overruns its limit by 5 s + 5%. Returns (log text, killed)."""
+    lines: list[str] = []
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def pump():
+        for line in proc.stdout:
+            lines.append(line)
+            if verbose:
+                sys.stdout.write(line)
+            if progress is not None and _CBC_INCUMBENT.search(line):
+                progress("cbc: " + line.strip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    grace = 5.0 + 0.05 * time_limit_s
+    killed = False
+    try:
+        proc.wait(timeout=time_limit_s + grace)
+    except subprocess.TimeoutExpired:
+        killed = True
+        proc.kill()
+        proc.wait()
+        log.warning("cbc overran its %.0f s limit by %.0f s and was stopped", time_limit_s,
+                    grace)
+    reader.join(timeout=5.0)
+    return "".join(lines), killed
+
+
+def _cbc_result(prob, text: str, parsed: dict, head: str, values, sol_status,
+                relax: bool) -> BackendResult:
+    """The BackendResult of a CBC run that wrote a solution file (its first line: head); the
+    values are put on prob's variables when they are a solution."""
     result = parsed["result"].lower()
     if head.startswith("Infeasible") or "infeasible" in result:
         return BackendResult("cbc", "infeasible", log_text=text, message=head.strip(),

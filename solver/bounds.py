@@ -15,19 +15,23 @@ import logging
 import pulp
 
 from . import backends
+from .diagnose import infeasible_message
 from .errors import InfeasibleError
-from .milp import Scaling, build_milp
+from .milp import build_milp
 from .problem import Problem
+from .reductions import memory_unit
 from .simulate import min_feasible_ram, store_all_peak
-from .solve import MILP_STRATEGIES, infeasible_message
+from .strategies import MILP_STRATEGIES, REGISTRY
 
 log = logging.getLogger(__name__)
 
 
 def _flags(strategy: str) -> tuple[bool, bool]:
+    """(remat, paging) of a MILP strategy; ValueError naming the MILP strategies otherwise."""
     if strategy not in MILP_STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(MILP_STRATEGIES)}, got {strategy!r}")
-    return MILP_STRATEGIES[strategy]
+    spec = REGISTRY[strategy]
+    return spec.remat, spec.paging
 
 
 def lp_bound(problem: Problem, strategy: str = "poet", backend: str = "auto",
@@ -39,7 +43,7 @@ def lp_bound(problem: Problem, strategy: str = "poet", backend: str = "auto",
     schedule needs), RuntimeError when the LP solver stops without an answer.
     """
     remat, paging = _flags(strategy)
-    e0 = Scaling.of(problem).store_all_energy_j
+    e0 = problem.store_all_energy_j
     budget = problem.ram_budget_bytes
     if budget is None or store_all_peak(problem) <= budget:
         return e0
@@ -90,23 +94,23 @@ def min_feasible_budget(problem: Problem, exact: bool = False, strategy: str = "
     hi = store_all_peak(problem)
     if hi <= lo:
         return hi
-    sc = Scaling.of(problem)
+    unit = memory_unit(problem)
     base = problem.static_bytes
     # RAM in use is static + whole units, so only budgets base + k * unit matter
-    k_lo = -(-(lo - base) // sc.unit_bytes)          # ceil: below this nothing fits
-    k_hi = (hi - base) // sc.unit_bytes              # store-all fits here
+    k_lo = -(-(lo - base) // unit)          # ceil: below this nothing fits
+    k_hi = (hi - base) // unit              # store-all fits here
     if (problem.runtime_budget_s is not None or problem.flash_budget_bytes is not None) \
-            and not _feasible(problem, base + k_hi * sc.unit_bytes, remat, paging, backend,
+            and not _feasible(problem, base + k_hi * unit, remat, paging, backend,
                               time_limit_s):
         raise InfeasibleError(infeasible_message(
             problem, strategy, "its runtime or flash budget cannot be met at any RAM budget"))
-    if _feasible(problem, base + k_lo * sc.unit_bytes, remat, paging, backend, time_limit_s):
-        return base + k_lo * sc.unit_bytes
+    if _feasible(problem, base + k_lo * unit, remat, paging, backend, time_limit_s):
+        return base + k_lo * unit
     unsure = False
     lo_k, hi_k = k_lo, k_hi                          # lo_k infeasible, hi_k feasible
     while hi_k - lo_k > 1:
         mid = (lo_k + hi_k) // 2
-        ok = _feasible(problem, base + mid * sc.unit_bytes, remat, paging, backend, time_limit_s)
+        ok = _feasible(problem, base + mid * unit, remat, paging, backend, time_limit_s)
         if ok is None:
             unsure = True
         if ok:
@@ -116,5 +120,5 @@ def min_feasible_budget(problem: Problem, exact: bool = False, strategy: str = "
     if unsure:
         log.warning("min_feasible_budget: some probes timed out after %.0f s; %d bytes is "
                     "feasible but may not be the least", time_limit_s,
-                    base + hi_k * sc.unit_bytes)
-    return base + hi_k * sc.unit_bytes
+                    base + hi_k * unit)
+    return base + hi_k * unit

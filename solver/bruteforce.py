@@ -127,51 +127,17 @@ class _Search:
 
     # ---- the search --------------------------------------------------------------------
     def run(self) -> tuple[list[tuple[str, int]], float]:
-        T, full = self.T, (1 << self.T) - 1
-        ns = self.p.nodes
-        cj = [n.compute_j for n in ns]
-        cs = [n.compute_s for n in ns]
-        ij = [n.pagein_j for n in ns]
-        is_ = [n.pagein_s for n in ns]
-        oj = [n.pageout_j for n in ns]
-        os_ = [n.pageout_s for n in ns]
-        out, need, pred_mask = self.out, self.need, self.pred_mask
-        ram_cap, flash_cap, time_cap = self.ram_cap, self.flash_cap, self.time_cap
-        flash_budget, timed = self.flash_budget, self.timed
-
+        """(instructions, energy) of the first complete state popped: the optimum. Raises
+        InfeasibleError when the reachable states hold no complete one, SearchLimitError past
+        max_states expansions."""
+        full = (1 << self.T) - 1
         # labels: parent index and the instructions leading from the parent's state to this one
-        parent: list[int] = [-1]
-        moves: list[tuple[tuple[str, int], ...]] = [()]
-        best_t: dict[tuple[int, int, int], float] = {}   # closed states -> least time closed
-        heap = [(self.rest(0)[0], 0.0, 0, 0.0, 0, 0, 0)]  # f, t, label, g, ram, flash, done
-        counter = 0
-
-        def push(g, t, lab, ram, flash, done, ins):
-            nonlocal counter
-            # a node whose descendants are all computed is dead: free (and drop) it now
-            dead = self.dead(done)
-            if ram & dead:
-                gone = ram & dead
-                ins = ins + tuple(("free", i) for i in range(T) if gone >> i & 1)
-                ram &= ~dead
-            if flash & dead:
-                if flash_budget:
-                    gone = flash & dead
-                    ins = ins + tuple(("drop_flash", i) for i in range(T) if gone >> i & 1)
-                flash &= ~dead
-            key = (ram, flash, done)
-            if not timed:
-                t = 0.0
-            else:
-                if t + self.rest(done)[1] > time_cap:
-                    return
-            if key in best_t and t >= best_t[key]:
-                return
-            counter += 1
-            parent.append(lab)
-            moves.append(ins)
-            heapq.heappush(heap, (g + self.rest(done)[0], t, counter, g, ram, flash, done))
-
+        self.parent: list[int] = [-1]
+        self.moves: list[tuple[tuple[str, int], ...]] = [()]
+        self.best_t: dict[tuple[int, int, int], float] = {}   # closed states -> least time
+        self.heap = [(self.rest(0)[0], 0.0, 0, 0.0, 0, 0, 0)]  # f, t, label, g, ram, flash, done
+        self.counter = 0
+        best_t, heap = self.best_t, self.heap
         while heap:
             _, t, lab, g, ram, flash, done = heapq.heappop(heap)
             key = (ram, flash, done)
@@ -179,37 +145,74 @@ class _Search:
                 continue
             best_t[key] = t
             if done == full:
-                return self._path(parent, moves, lab), g
+                return self._path(self.parent, self.moves, lab), g
             self.expanded += 1
             if self.expanded > self.max_states:
                 raise SearchLimitError(
                     f"bruteforce expanded more than max_states={self.max_states} states on a "
-                    f"problem with T={T}; it is meant for T <= ~8 (raise max_states to insist)")
-            ram_used = self.bytes_of(ram)
-            flash_used = self.bytes_of(flash) if flash_budget else 0
-            dead = self.dead(done)
-            for i in range(T):
-                bit = 1 << i
-                if dead & bit:
-                    continue
-                if ram & bit:
-                    push(g, t, lab, ram & ~bit, flash, done, (("free", i),))
-                    if not flash & bit and flash_used + out[i] <= flash_cap:
-                        push(g + oj[i], t + os_[i], lab, ram, flash | bit, done,
-                             (("page_out", i),))
-                else:
-                    if pred_mask[i] & ~ram == 0 and ram_used + need[i] <= ram_cap:
-                        push(g + cj[i], t + cs[i], lab, ram | bit, flash, done | bit,
-                             (("compute", i),))
-                    if flash & bit and ram_used + out[i] <= ram_cap:
-                        push(g + ij[i], t + is_[i], lab, ram | bit, flash, done,
-                             (("page_in", i),))
-                if flash_budget and flash & bit:
-                    push(g, t, lab, ram, flash & ~bit, done, (("drop_flash", i),))
+                    f"problem with T={self.T}; it is meant for T <= ~8 (raise max_states to "
+                    f"insist)")
+            self._expand(g, t, lab, ram, flash, done)
         raise InfeasibleError(
             f"no schedule fits the budgets (RAM {self.p.ram_budget_bytes}, flash "
             f"{self.p.flash_budget_bytes}, runtime {self.p.runtime_budget_s}); "
             f"{self.expanded} states explored")
+
+    def _expand(self, g: float, t: float, lab: int, ram: int, flash: int, done: int) -> None:
+        """Push every state one instruction away from (ram, flash, done), under the budgets."""
+        out, need, pred_mask, push = self.out, self.need, self.pred_mask, self._push
+        ns = self.p.nodes
+        ram_used = self.bytes_of(ram)
+        flash_used = self.bytes_of(flash) if self.flash_budget else 0
+        dead = self.dead(done)
+        for i in range(self.T):
+            bit = 1 << i
+            if dead & bit:
+                continue
+            n = ns[i]
+            if ram & bit:
+                push(g, t, lab, ram & ~bit, flash, done, (("free", i),))
+                if not flash & bit and flash_used + out[i] <= self.flash_cap:
+                    push(g + n.pageout_j, t + n.pageout_s, lab, ram, flash | bit, done,
+                         (("page_out", i),))
+            else:
+                if pred_mask[i] & ~ram == 0 and ram_used + need[i] <= self.ram_cap:
+                    push(g + n.compute_j, t + n.compute_s, lab, ram | bit, flash, done | bit,
+                         (("compute", i),))
+                if flash & bit and ram_used + out[i] <= self.ram_cap:
+                    push(g + n.pagein_j, t + n.pagein_s, lab, ram | bit, flash, done,
+                         (("page_in", i),))
+            if self.flash_budget and flash & bit:
+                push(g, t, lab, ram, flash & ~bit, done, (("drop_flash", i),))
+
+    def _push(self, g: float, t: float, lab: int, ram: int, flash: int, done: int,
+              ins: tuple[tuple[str, int], ...]) -> None:
+        """Queue the state reached from label `lab` by `ins` at energy g and time t, after
+        freeing (and, with a flash budget, dropping) what is dead; skip it if it cannot meet
+        the runtime budget or a label at least as fast has closed it."""
+        T = self.T
+        # a node whose descendants are all computed is dead: free (and drop) it now
+        dead = self.dead(done)
+        if ram & dead:
+            gone = ram & dead
+            ins = ins + tuple(("free", i) for i in range(T) if gone >> i & 1)
+            ram &= ~dead
+        if flash & dead:
+            if self.flash_budget:
+                gone = flash & dead
+                ins = ins + tuple(("drop_flash", i) for i in range(T) if gone >> i & 1)
+            flash &= ~dead
+        key = (ram, flash, done)
+        if not self.timed:
+            t = 0.0
+        elif t + self.rest(done)[1] > self.time_cap:
+            return
+        if key in self.best_t and t >= self.best_t[key]:
+            return
+        self.counter += 1
+        self.parent.append(lab)
+        self.moves.append(ins)
+        heapq.heappush(self.heap, (g + self.rest(done)[0], t, self.counter, g, ram, flash, done))
 
     @staticmethod
     def _path(parent: list[int], moves: list[tuple], lab: int) -> list[tuple[str, int]]:

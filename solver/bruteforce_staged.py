@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import cache
 
 from .errors import InfeasibleError
-from .milp import StagedPlan, plan_energy, plan_to_schedule, staged_space
+from .plans import StagedPlan, plan_energy, plan_to_schedule
 from .problem import Problem
 from .schedule import Schedule
 from .simulate import simulate
+from .staged import staged_space
 
 MAX_T = 9
 
@@ -49,19 +49,69 @@ def optimal_staged(problem: Problem, *, remat: bool = True, paging: bool = True,
         raise ValueError(f"optimal_staged is exponential: T must be <= {MAX_T}, got {problem.T}")
     space = staged_space(problem, remat=remat, paging=paging, backward_remat=backward_remat,
                          forward_stages=forward_stages, read_in_stage=read_in_stage)
-    T = problem.T
-    nodes, preds = problem.nodes, problem.preds
-    H = space.horizon
-    b = [n.out_bytes for n in nodes]
-    w = [n.workspace_bytes for n in nodes]
-    ram = (problem.ram_budget_bytes if problem.ram_budget_bytes is not None else float("inf")) \
-        - problem.static_bytes
-    flash = problem.flash_budget_bytes if space.flash_binds else None
-    runtime = problem.runtime_budget_s
-    states = [0]
+    search = _StagedSearch(problem, space)
+    energy, plan = search.run()
+    sched = plan_to_schedule(problem, plan, strategy="bruteforce_staged")
+    rep = simulate(problem, sched)
+    sched.predicted = rep.predicted()
+    for e in (energy, plan_energy(problem, plan)):
+        if abs(rep.energy_j - e) > 1e-9 * max(1.0, abs(rep.energy_j)):
+            raise RuntimeError(f"bruteforce_staged: search energy {e!r} and simulated energy "
+                               f"{rep.energy_j!r} differ")
+    return StagedOptimum(rep.energy_j, plan, sched, search.states)
 
-    def stage_mats(t, kept, on_flash):
+
+class _StagedSearch:
+    """Dynamic programming over the stages of one staged space (see the module docstring).
+
+    A state is (stage t, tensors kept in RAM from stage t-1, tensors on flash); `best` returns
+    its Pareto set of (energy, time, steps to go), `run` the cheapest complete plan.
+    """
+
+    def __init__(self, problem: Problem, space):
+        self.problem, self.space = problem, space
+        self.b = [n.out_bytes for n in problem.nodes]
+        self.w = [n.workspace_bytes for n in problem.nodes]
+        budget = problem.ram_budget_bytes
+        self.ram = (budget if budget is not None else float("inf")) - problem.static_bytes
+        self.flash = problem.flash_budget_bytes if space.flash_binds else None
+        self.runtime = problem.runtime_budget_s
+        self.states = 0
+        self._memo: dict[tuple, tuple] = {}
+
+    def run(self) -> tuple[float, StagedPlan]:
+        """(energy, plan) of the least-energy plan within the budgets (least time on ties).
+        Raises InfeasibleError when there is none."""
+        labels = self.best(0, frozenset(), frozenset())
+        if self.runtime is not None:
+            labels = [lab for lab in labels if lab[1] <= self.runtime * (1 + 1e-9)]
+        if not labels:
+            raise InfeasibleError("no plan of the staged space fits the budgets")
+        energy, _, steps = min(labels, key=lambda lab: (lab[0], lab[1]))
+        plan = StagedPlan(tuple(m for m, _ in steps),
+                          frozenset(t for t, (_, po) in enumerate(steps) if po))
+        return energy, plan
+
+    def best(self, t: int, kept: frozenset[int], on_flash: frozenset[int]) -> tuple:
+        """Pareto list of (energy, time, plans-to-go) from stage t with this state (memoised)."""
+        key = (t, kept, on_flash)
+        if key in self._memo:
+            return self._memo[key]
+        self.states += 1
+        if t == self.problem.T:
+            out: tuple = ((0.0, 0.0, ()),)
+        else:
+            labels = []
+            for mats, po, keep, fl, e, s in self.stage_moves(t, kept, on_flash):
+                for e2, s2, tail in self.best(t + 1, keep, fl):
+                    labels.append((e + e2, s + s2, ((tuple(mats), po),) + tail))
+            out = _pareto(labels, self.runtime)
+        self._memo[key] = out
+        return out
+
+    def stage_mats(self, t: int, kept, on_flash):
         """Every valid choice of materialisations for stage t, in position order."""
+        space, preds = self.space, self.problem.preds
         cands = space.candidates(t)
 
         def rec(idx, mats, have):
@@ -84,10 +134,11 @@ def optimal_staged(problem: Problem, *, remat: bool = True, paging: bool = True,
 
         yield from rec(0, [], frozenset(kept))
 
-    def keep_sets(mats, kept, last_read, keepable):
+    def keep_sets(self, mats, kept, last_read, keepable):
         """Every set of tensors to keep for the next stage that leaves the stage within RAM.
         RAM at each materialisation = what is read there or later + what is kept + the new
         output (and workspace); keeping more only adds, so a failing set prunes its supersets."""
+        b, w, ram = self.b, self.w, self.ram
         before = list(kept)
         load, extra = [], {x: [] for x in keepable}
         for k, how in mats:
@@ -111,65 +162,49 @@ def optimal_staged(problem: Problem, *, remat: bool = True, paging: bool = True,
 
         yield from rec(0, frozenset(), load)
 
-    def stage_moves(t, kept, on_flash):
+    def stage_moves(self, t: int, kept, on_flash):
         """Yield (materialisations, page_out, kept', flash', energy, time) valid in stage t."""
-        for mats in stage_mats(t, kept, on_flash):
-            last_read: dict[int, int] = {}
-            for k, how in mats:
-                if how == "compute":
-                    for p in preds[k]:
-                        last_read[p] = k
-            e = sum(nodes[k].compute_j if how == "compute" else nodes[k].pagein_j
-                    for k, how in mats)
-            s = sum(nodes[k].compute_s if how == "compute" else nodes[k].pagein_s
-                    for k, how in mats)
+        nodes, H = self.problem.nodes, self.space.horizon
+        for mats in self.stage_mats(t, kept, on_flash):
+            e, s, last_read = self._stage_cost(mats)
             have = set(kept) | {k for k, _ in mats}
             keepable = sorted(i for i in have if H[i] >= t + 1)
-            keeps = list(keep_sets(mats, kept, last_read, keepable))
-            for po in ((False, True) if space.pageable[t] else (False,)):
+            keeps = list(self.keep_sets(mats, kept, last_read, keepable))
+            for po in ((False, True) if self.space.pageable[t] else (False,)):
                 flash_now = on_flash | ({t} if po else set())
-                if flash is not None and po and sum(b[i] for i in flash_now) > flash:
+                if self.flash is not None and po and \
+                        sum(self.b[i] for i in flash_now) > self.flash:
                     continue
                 e2 = e + (nodes[t].pageout_j if po else 0.0)
                 s2 = s + (nodes[t].pageout_s if po else 0.0)
                 alive_flash = frozenset(i for i in flash_now if H[i] >= t + 1)
                 for keep in keeps:
-                    if flash is None:
-                        yield mats, po, keep, alive_flash, e2, s2
-                    else:   # any subset of the flash copies may be dropped
-                        fl = sorted(alive_flash)
-                        for q in range(len(fl) + 1):
-                            for fk in itertools.combinations(fl, q):
-                                yield mats, po, keep, frozenset(fk), e2, s2
+                    for fl in self._flash_choices(alive_flash):
+                        yield mats, po, keep, fl, e2, s2
 
-    @cache
-    def best(t, kept, on_flash):
-        """Pareto list of (energy, time, plans-to-go) from stage t with this state."""
-        states[0] += 1
-        if t == T:
-            return ((0.0, 0.0, ()),)
-        labels = []
-        for mats, po, keep, fl, e, s in stage_moves(t, kept, on_flash):
-            for e2, s2, tail in best(t + 1, keep, fl):
-                labels.append((e + e2, s + s2, ((tuple(mats), po),) + tail))
-        return _pareto(labels, runtime)
+    def _stage_cost(self, mats) -> tuple[float, float, dict[int, int]]:
+        """(energy, time, last_read) of a stage's materialisations; last_read[p] is the position
+        of the last compute of the stage that reads p."""
+        nodes, preds = self.problem.nodes, self.problem.preds
+        last_read: dict[int, int] = {}
+        for k, how in mats:
+            if how == "compute":
+                for p in preds[k]:
+                    last_read[p] = k
+        e = sum(nodes[k].compute_j if how == "compute" else nodes[k].pagein_j for k, how in mats)
+        s = sum(nodes[k].compute_s if how == "compute" else nodes[k].pagein_s for k, how in mats)
+        return e, s, last_read
 
-    labels = best(0, frozenset(), frozenset())
-    if runtime is not None:
-        labels = [lab for lab in labels if lab[1] <= runtime * (1 + 1e-9)]
-    if not labels:
-        raise InfeasibleError("no plan of the staged space fits the budgets")
-    energy, _, steps = min(labels, key=lambda lab: (lab[0], lab[1]))
-    plan = StagedPlan(tuple(m for m, _ in steps),
-                      frozenset(t for t, (_, po) in enumerate(steps) if po))
-    sched = plan_to_schedule(problem, plan, strategy="bruteforce_staged")
-    rep = simulate(problem, sched)
-    sched.predicted = rep.predicted()
-    for e in (energy, plan_energy(problem, plan)):
-        if abs(rep.energy_j - e) > 1e-9 * max(1.0, abs(rep.energy_j)):
-            raise RuntimeError(f"bruteforce_staged: search energy {e!r} and simulated energy "
-                               f"{rep.energy_j!r} differ")
-    return StagedOptimum(rep.energy_j, plan, sched, states[0])
+    def _flash_choices(self, alive_flash: frozenset[int]):
+        """The flash copies to carry into the next stage: all of them without a binding flash
+        budget, else any subset (a copy may be dropped)."""
+        if self.flash is None:
+            yield alive_flash
+            return
+        fl = sorted(alive_flash)
+        for q in range(len(fl) + 1):
+            for fk in itertools.combinations(fl, q):
+                yield frozenset(fk)
 
 
 def _pareto(labels, runtime):

@@ -6,8 +6,9 @@ A `Problem` is plain data (no torch): T nodes in a topological order (ids 0..T-1
 static bytes that are resident for the whole step (parameters, gradient buffers, optimizer state,
 buffers, the batch), and the budgets.
 
-JSON form (``"format": "poet-problem/1"``) is described in DESIGN.md; unknown fields, at top level
-and on nodes, are kept on load and written back on save.
+JSON form (``"format": "poet-problem/1"``): docs/formats.md, "The problem file", states every field,
+its unit, default and validation rule, and the exact canonical form the fingerprint hashes.
+Unknown fields, at top level and on nodes, are kept on load and written back on save.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from .errors import ProblemError
 
 FORMAT = "poet-problem/1"
 KINDS = ("forward", "loss", "backward")
-_COST_FIELDS = ("compute_s", "compute_j", "pagein_s", "pagein_j", "pageout_s", "pageout_j")
-_NODE_FIELDS = ("id", "name", "kind", "out_bytes", "workspace_bytes") + _COST_FIELDS
+# the six cost fields of a Node, in file order (public: poet.costs prices exactly these)
+COST_FIELDS = ("compute_s", "compute_j", "pagein_s", "pagein_j", "pageout_s", "pageout_j")
+_INT_FIELDS = ("id", "out_bytes", "workspace_bytes")
+_NODE_FIELDS = ("id", "name", "kind", "out_bytes", "workspace_bytes") + COST_FIELDS
 # cached properties that do not depend on the name or the budgets (with_budgets keeps them)
 _BUDGET_FREE_CACHES = ("preds", "succs", "fingerprint", "store_all_energy_j", "store_all_time_s")
 _TOP_FIELDS = ("format", "name", "nodes", "edges", "static_bytes", "ram_budget_bytes",
@@ -53,7 +56,23 @@ class Node:
     workspace_bytes: int = 0
     extra: dict = field(default_factory=dict, compare=False)
 
+    def __post_init__(self):
+        # one value, one spelling: whole-number floats in the byte fields become ints, ints in
+        # the cost fields become floats, as `Problem.from_dict` reads them, so that a node built
+        # in code has the canonical form (and fingerprint) it gets back from its file. Values of
+        # any other type are left for `Problem.validate` to reject by field name.
+        for f in _INT_FIELDS:
+            v = getattr(self, f)
+            if isinstance(v, float) and v.is_integer():
+                object.__setattr__(self, f, int(v))
+        for f in COST_FIELDS:
+            v = getattr(self, f)
+            if isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, f, float(v))
+
     def to_dict(self) -> dict:
+        """The node's JSON object: its unknown fields (`extra`) overlaid with the known ones,
+        every optional field included (the canonical form the fingerprint hashes)."""
         d = dict(self.extra)
         d.update({k: getattr(self, k) for k in _NODE_FIELDS})
         return d
@@ -116,6 +135,10 @@ class Problem:
 
     def __post_init__(self):
         object.__setattr__(self, "edges", [tuple(e) for e in self.edges])
+        for f in ("static_bytes", "ram_budget_bytes", "flash_budget_bytes"):
+            v = getattr(self, f)   # a whole-number float is read as the int it is (from_dict too)
+            if isinstance(v, float) and v.is_integer():
+                object.__setattr__(self, f, int(v))
         self.validate()
 
     # ---- structure ---------------------------------------------------------------------
@@ -153,7 +176,7 @@ class Problem:
             d = {f: getattr(n, f) for f in _NODE_FIELDS}
             _int_field(d, "out_bytes", k)
             _int_field(d, "workspace_bytes", k)
-            for f in _COST_FIELDS:
+            for f in COST_FIELDS:
                 _float_field(d, f, k)
         T = len(self.nodes)
         for e, (i, j) in enumerate(self.edges):
@@ -257,7 +280,7 @@ class Problem:
                 id=nid, name=name, kind=kind,
                 out_bytes=_int_field(rn, "out_bytes", k),
                 workspace_bytes=_int_field(rn, "workspace_bytes", k, default=0),
-                **{f: _float_field(rn, f, k) for f in _COST_FIELDS},
+                **{f: _float_field(rn, f, k) for f in COST_FIELDS},
                 extra={key: v for key, v in rn.items() if key not in _NODE_FIELDS},
             ))
         raw_edges = d.get("edges", [])

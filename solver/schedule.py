@@ -2,8 +2,8 @@
 
 Instructions are ``(op, node_id)`` with op one of compute, page_out, page_in, free, drop_flash.
 What they mean and cost is defined by `solver.simulate` alone. JSON form
-(``"format": "poet-schedule/1"``) is described in DESIGN.md; unknown top-level fields (for
-instance the model a schedule was made for) are kept in `extra` and written back.
+(``"format": "poet-schedule/1"``): docs/formats.md, "The schedule file"; unknown top-level fields
+(for instance the model a schedule was made for) are kept in `extra` and written back.
 """
 
 from __future__ import annotations

@@ -60,8 +60,13 @@ class SimReport:
 
     def predicted(self) -> dict:
         """The totals a Schedule file records under "predicted"."""
-        return {"energy_j": self.energy_j, "time_s": self.time_s,
-                "peak_ram_bytes": self.peak_ram_bytes, "peak_flash_bytes": self.peak_flash_bytes}
+        return _predicted(self.energy_j, self.time_s, self.peak_ram_bytes, self.peak_flash_bytes)
+
+
+def _predicted(energy_j: float, time_s: float, peak_ram: int, peak_flash: int) -> dict:
+    """The "predicted" object of a schedule file (docs/formats.md)."""
+    return {"energy_j": energy_j, "time_s": time_s, "peak_ram_bytes": peak_ram,
+            "peak_flash_bytes": peak_flash}
 
 
 class Machine:
@@ -71,8 +76,10 @@ class Machine:
     ``computed[i]`` (how often i has been computed), ``ram`` / ``flash`` (bytes in use, static
     bytes included in ``ram``), ``during`` (RAM in use at the peak instant of the last
     instruction), ``step`` (instructions applied), ``energy_j`` / ``time_s`` and their ``split``
-    by kind, the peaks, and the paging counts. With check_budgets=False a breached budget is
-    recorded in ``over_budget`` instead of raised; every other rule always raises.
+    by kind, the peaks, the paging counts, and the traces (``ram_trace[k]``: RAM in use during
+    instruction k; ``ram_after[k]`` / ``flash_trace[k]``: RAM / flash in use after it). With
+    check_budgets=False a breached budget is recorded in ``over_budget`` instead of raised;
+    every other rule always raises.
     """
 
     def __init__(self, problem: Problem, *, check_budgets: bool = True):
@@ -93,6 +100,9 @@ class Machine:
                       "compute_s": 0.0, "pagein_s": 0.0, "pageout_s": 0.0}
         self.n_page_in = self.n_page_out = self.bytes_paged_in = self.bytes_paged_out = 0
         self.over_budget: list[str] = []
+        self.ram_trace: list[int] = []
+        self.ram_after: list[int] = []
+        self.flash_trace: list[int] = []
 
     # ---- queries -------------------------------------------------------------------------
     def resident(self) -> list[int]:
@@ -188,6 +198,9 @@ class Machine:
         self.peak_flash = max(self.peak_flash, self.flash)
         self.during = during
         self.step += 1
+        self.ram_trace.append(during)
+        self.ram_after.append(self.ram)
+        self.flash_trace.append(self.flash)
         return during
 
     def _spend(self, kind: str, seconds: float, joules: float) -> None:
@@ -228,6 +241,24 @@ class Machine:
                 raise ScheduleError(f"end of schedule: {msg}")
             self.over_budget.append(msg)
 
+    # ---- results -----------------------------------------------------------------------------
+    def predicted(self) -> dict:
+        """The totals so far as a schedule file's "predicted" object."""
+        return _predicted(self.energy_j, self.time_s, self.peak_ram, self.peak_flash)
+
+    def report(self) -> SimReport:
+        """The SimReport of the instructions applied so far (call `finish` first to check the
+        step is complete)."""
+        n_compute = sum(self.computed)
+        return SimReport(
+            energy_j=self.energy_j, time_s=self.time_s, peak_ram_bytes=self.peak_ram,
+            peak_flash_bytes=self.peak_flash, peak_index=self.peak_index,
+            ram_trace=list(self.ram_trace), ram_after=list(self.ram_after),
+            flash_trace=list(self.flash_trace), split=dict(self.split), n_compute=n_compute,
+            n_recompute=n_compute - self.problem.T, n_page_in=self.n_page_in,
+            n_page_out=self.n_page_out, bytes_paged_out=self.bytes_paged_out,
+            bytes_paged_in=self.bytes_paged_in, over_budget=list(self.over_budget))
+
 
 def check_fingerprint(problem: Problem, schedule: Schedule) -> None:
     """ScheduleError unless the schedule carries no fingerprint or the problem's."""
@@ -247,22 +278,10 @@ def simulate(problem: Problem, schedule: Schedule, *, check_budgets: bool = True
     """
     check_fingerprint(problem, schedule)
     m = Machine(problem, check_budgets=check_budgets)
-    ram_trace: list[int] = []
-    ram_after: list[int] = []
-    flash_trace: list[int] = []
     for op, i in schedule.instructions:
-        ram_trace.append(m.apply(op, i))
-        ram_after.append(m.ram)
-        flash_trace.append(m.flash)
+        m.apply(op, i)
     m.finish()
-    n_compute = sum(m.computed)
-    return SimReport(
-        energy_j=m.energy_j, time_s=m.time_s, peak_ram_bytes=m.peak_ram,
-        peak_flash_bytes=m.peak_flash, peak_index=m.peak_index, ram_trace=ram_trace,
-        ram_after=ram_after, flash_trace=flash_trace, split=m.split, n_compute=n_compute,
-        n_recompute=n_compute - problem.T, n_page_in=m.n_page_in, n_page_out=m.n_page_out,
-        bytes_paged_out=m.bytes_paged_out, bytes_paged_in=m.bytes_paged_in,
-        over_budget=m.over_budget)
+    return m.report()
 
 
 def store_all_instructions(problem: Problem) -> list[tuple[str, int]]:

@@ -13,7 +13,10 @@ page only) build the staged MILP of `solver.milp` and solve it in three phases:
    space, and an objective cutoff at its energy).
 The result is the best of the MILP's incumbent, the neighbourhood's and the heuristics', so it is
 never worse than a baseline of the same strategy. Heuristic strategies ("store_all", "sqrtn", "dtr",
-"greedy_paging") run the heuristic alone.
+"greedy_paging") run the heuristic alone. `solve` reads as its phases: `_check_args`,
+`_solve_heuristic` / `_without_solver` (no MILP needed), `_heuristics` (fallbacks and starts),
+`_prepare_milp`, `_lp_phase`, `_neighbourhood_phase`, `_full_milp`, `_pick_best`; the LP runs
+and the decoding of a solution are `solver.phases`'.
 
 Contract for every schedule returned: `solver.simulate` accepts it under the problem's budgets,
 and `objective_j` is the simulator's energy. For a MILP schedule, the simulator's energy also
@@ -34,153 +37,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import backends
-from .errors import InfeasibleError, ScheduleError
-from .milp import (
-    MilpModel,
-    StagedPlan,
-    build_milp,
-    plan_energy,
-    plan_to_schedule,
-    schedule_to_plan,
-)
+from .diagnose import infeasible_message
+from .errors import InfeasibleError
+from .milp import MilpModel, build_milp
+from .options import check_solve_options
+from .phases import NeighbourhoodResult, OverBudget, decode, lp_neighbourhood, lp_relaxation
+from .plans import StagedPlan, plan_energy
 from .problem import Problem
+from .result import SolveResult, gaps
 from .schedule import Schedule
-from .simulate import SimReport, min_feasible_ram, simulate, store_all, store_all_peak
+from .simulate import SimReport, min_feasible_ram, simulate
+from .starts import Found, best_start, check_start, run_baseline
+from .strategies import Strategy, fallbacks, get_strategy
 
 log = logging.getLogger(__name__)
-
-MILP_STRATEGIES = {"poet": (True, True), "remat": (True, False), "paging": (False, True)}
-HEURISTICS = ("store_all", "sqrtn", "dtr", "greedy_paging")
-STATUSES = ("optimal", "feasible", "infeasible", "timeout-without-solution")
-# the heuristics whose schedules a MILP strategy may fall back on (same kinds of instruction)
-FALLBACKS = {"poet": ("store_all", "sqrtn", "dtr", "greedy_paging"),
-             "remat": ("store_all", "sqrtn", "dtr"),
-             "paging": ("store_all", "greedy_paging")}
-
-
-@dataclass
-class SolveResult:
-    """The outcome of `solve()`. Energies in joules, times in seconds.
-
-    status: "optimal" (no schedule of the strategy's MILP space is cheaper than `schedule`, within
-    `gap`), "feasible" (a schedule without that proof), "timeout-without-solution" (no schedule).
-    gap = (objective - bound) / objective; gap_overhead = (objective - bound) / (objective -
-    store-all energy), the gap as a share of the overhead above store-all (0 when there is none).
-    The bound is the MILP's proven lower bound on its own (staged) space. `source` says which
-    solver produced the schedule ("milp", "lp_neighbourhood" (phase 2) or a heuristic's name);
-    `milp_objective_j` is the energy of the MILP's own incumbent even when a heuristic was better.
-    """
-
-    status: str
-    schedule: Schedule | None
-    objective_j: float | None
-    bound_j: float | None
-    gap: float | None
-    gap_overhead: float | None
-    solve_s: float
-    n_variables: int
-    n_constraints: int
-    report: SimReport | None
-    strategy: str
-    backend: str | None
-    source: str | None = None
-    milp_status: str | None = None
-    milp_objective_j: float | None = None
-    store_all_energy_j: float = 0.0
-    baselines_j: dict[str, float] = field(default_factory=dict)
-    # (seconds from the call, best schedule's joules, best bound's joules), over all phases
-    trajectory: list[tuple[float, float | None, float | None]] = field(default_factory=list)
-    setup_s: float = 0.0        # from the call to the branch and bound's start
-    message: str = ""
-
-    def time_to_gap(self, gap: float) -> float | None:
-        """Seconds from the call until the best schedule was within `gap` (relative to total
-        energy) of the best bound, by the trajectory of all phases (the LP bound holds from the
-        moment it is known); None if that never happened."""
-        for s, obj, bound in self.trajectory:
-            if obj is not None and bound is not None and obj > 0 and (obj - bound) / obj <= gap:
-                return s
-        if self.gap is not None and self.gap <= gap:
-            return self.solve_s
-        return None
-
-    def summary(self) -> dict:
-        """The scalar fields, for tables and JSON."""
-        out = {k: getattr(self, k) for k in (
-            "status", "objective_j", "bound_j", "gap", "gap_overhead", "solve_s", "n_variables",
-            "n_constraints", "strategy", "backend", "source", "milp_status", "milp_objective_j",
-            "store_all_energy_j")}
-        if self.report is not None:
-            out.update(time_s=self.report.time_s, peak_ram_bytes=self.report.peak_ram_bytes,
-                       peak_flash_bytes=self.report.peak_flash_bytes,
-                       recomputes=self.report.n_recompute, page_ins=self.report.n_page_in,
-                       page_outs=self.report.n_page_out)
-        return out
-
-
-def infeasible_message(problem: Problem, strategy: str, why: str) -> str:
-    """An InfeasibleError message that tells the user which budgets would work."""
-    lo, hi = min_feasible_ram(problem), store_all_peak(problem)
-    others = [name for name, v in (("runtime_budget_s", problem.runtime_budget_s),
-                                   ("flash_budget_bytes", problem.flash_budget_bytes))
-              if v is not None]
-    return (f"strategy {strategy!r}: {why}. The minimum feasible RAM (static bytes plus the "
-            f"largest single compute) is {lo} bytes and store-all needs {hi} bytes: ask for a "
-            f"ram_budget_bytes between them (strategy 'poet' reaches the minimum when flash is "
-            f"unlimited)" + (f", or relax {' and '.join(others)}" if others else ""))
-
-
-def _baseline_fn(name: str):
-    if name == "store_all":
-        return store_all
-    from .baselines import (
-        BASELINES,  # helper modules; imported late so milp works without them
-    )
-    return BASELINES[name]
-
-
-def _check_args(strategy, backend, time_limit_s, threads, gap, progress):
-    if strategy not in MILP_STRATEGIES and strategy not in HEURISTICS:
-        raise ValueError(f"strategy must be one of {', '.join([*MILP_STRATEGIES, *HEURISTICS])}, "
-                         f"got {strategy!r}")
-    if backend not in backends.BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(backends.BACKENDS)}, got {backend!r}")
-    if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float)) \
-            or not time_limit_s > 0 or not math.isfinite(time_limit_s):
-        raise ValueError(f"time_limit_s must be a finite number > 0, got {time_limit_s!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise ValueError(f"threads must be a whole number >= 1 or None, got {threads!r}")
-    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 1:
-        raise ValueError(f"gap must be a number in [0, 1), got {gap!r}")
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress must be a callable taking a str, or None, got {progress!r}")
-
-
-def _run_baseline(problem: Problem, name: str) -> tuple[Schedule, SimReport] | None:
-    """The baseline's schedule and report if it fits every budget, else None."""
-    try:
-        sched = _baseline_fn(name)(problem)
-    except InfeasibleError as e:
-        log.info("baseline %s: %s", name, e)
-        return None
-    try:
-        rep = simulate(problem, sched)
-    except ScheduleError as e:   # a baseline that breaks a budget or a rule is not a fallback
-        log.warning("baseline %s produced a schedule the simulator rejects: %s", name, e)
-        return None
-    sched.predicted = rep.predicted()
-    return sched, rep
-
-
-def _gaps(obj: float | None, bound: float | None, e0: float) -> tuple[float | None, float | None]:
-    if obj is None or bound is None:
-        return None, None
-    diff = max(0.0, obj - bound)
-    gap = diff / obj if obj > 0 else 0.0
-    over = obj - e0
-    gap_over = diff / over if over > 1e-15 * max(1.0, obj) else 0.0
-    return gap, min(gap_over, 1.0) if diff > 0 else 0.0
 
 
 def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
@@ -208,192 +78,300 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     the strategy fits, ValueError for bad arguments, RuntimeError if the MILP's objective and the
     simulator disagree.
     """
-    _check_args(strategy, backend, time_limit_s, threads, gap, progress)
-    t_start = time.perf_counter()
-    say = progress if progress is not None else (lambda msg: None)
-    e0 = sum(n.compute_j for n in problem.nodes)
-    budget = problem.ram_budget_bytes
+    call = _check_args(problem, strategy, backend, time_limit_s, threads, gap, warm_start,
+                       verbose, progress)
+    if call.spec.kind == "heuristic":
+        return _solve_heuristic(call)
+    trivial = _without_solver(call)
+    if trivial is not None:
+        return trivial
+    found = _heuristics(call, starts)
+    search = _prepare_milp(call, found)
+    if neighbourhood:
+        _lp_phase(call, search)
+        _neighbourhood_phase(call, search)
+    search.setup_s = call.elapsed()
+    if search.reached(search.best_j):     # within the gap of the LP bound: no branching needed
+        name, (sched, rep) = search.best_found()
+        search.common.update(milp_status="optimal", message="within the gap of the LP relaxation")
+        return call.result("optimal", sched, rep, bound_j=search.lp_j, source=name,
+                           **search.summary())
+    run = _full_milp(call, search)
+    return _pick_best(call, search, run)
 
-    def done(status, sched, rep, **kw) -> SolveResult:
+
+# ---------------------------------------------------------------------------------------------
+# The call: its options, its clock, its result
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Call:
+    """One call of `solve`: the problem, the checked options, the clock and the progress sink."""
+
+    problem: Problem
+    spec: Strategy
+    backend: str
+    time_limit_s: float
+    threads: int | None
+    gap: float
+    warm_start: bool
+    verbose: bool
+    progress: Callable[[str], None] | None
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def strategy(self) -> str:
+        return self.spec.name
+
+    @property
+    def deadline(self) -> float:
+        return self.t_start + self.time_limit_s
+
+    def elapsed(self) -> float:
+        """Seconds since the call started."""
+        return time.perf_counter() - self.t_start
+
+    def say(self, msg: str) -> None:
+        """One line to the progress callback, if there is one."""
+        if self.progress is not None:
+            self.progress(msg)
+
+    def result(self, status: str, sched: Schedule | None, rep: SimReport | None,
+               **kw) -> SolveResult:
+        """The SolveResult of the call (objective and gaps from the simulator's report)."""
         obj = rep.energy_j if rep is not None else None
         bound = kw.pop("bound_j", None)
-        g, go = _gaps(obj, bound, e0)
+        e0 = self.problem.store_all_energy_j
+        g, go = gaps(obj, bound, e0)
         if sched is not None:
-            sched.strategy = strategy
+            sched.strategy = self.strategy
             sched.predicted = rep.predicted()
         res = SolveResult(status=status, schedule=sched, objective_j=obj, bound_j=bound, gap=g,
-                          gap_overhead=go, solve_s=time.perf_counter() - t_start,
-                          report=rep, strategy=strategy, store_all_energy_j=e0,
+                          gap_overhead=go, solve_s=self.elapsed(), report=rep,
+                          strategy=self.strategy, store_all_energy_j=e0,
                           **{"n_variables": 0, "n_constraints": 0, "backend": None, **kw})
-        say(f"{strategy}: {status}" + (f", {obj:.6g} J" if obj is not None else ""))
+        self.say(f"{self.strategy}: {status}" + (f", {obj:.6g} J" if obj is not None else ""))
         return res
 
-    # ---- heuristic strategies ------------------------------------------------------------------
-    if strategy in HEURISTICS:
-        if budget is not None and budget < min_feasible_ram(problem):
-            raise InfeasibleError(infeasible_message(
-                problem, strategy, f"ram_budget_bytes {budget} is below the minimum"))
-        try:
-            sched = _baseline_fn(strategy)(problem)
-        except InfeasibleError as e:
-            raise InfeasibleError(infeasible_message(problem, strategy, str(e))) from None
-        rep = simulate(problem, sched)
-        if strategy == "store_all":   # store-all spends the least energy any schedule can
-            return done("optimal", sched, rep, bound_j=rep.energy_j, source=strategy)
-        return done("feasible", sched, rep, source=strategy)
+    def infeasible(self, why: str) -> InfeasibleError:
+        """An InfeasibleError for this call saying which budgets would work."""
+        return InfeasibleError(infeasible_message(self.problem, self.strategy, why))
 
-    # ---- MILP strategies: the cases that need no solver ------------------------------------------
-    remat, paging = MILP_STRATEGIES[strategy]
-    sa_time = sum(n.compute_s for n in problem.nodes)
+
+def _check_args(problem, strategy, backend, time_limit_s, threads, gap, warm_start, verbose,
+                progress) -> _Call:
+    """The call with its options checked (ValueError naming the option otherwise); the clock
+    starts here."""
+    spec = get_strategy(strategy)
+    if backend not in backends.BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(backends.BACKENDS)}, got {backend!r}")
+    time_limit_s, threads, gap = check_solve_options(time_limit_s, threads, gap)
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be a callable taking a str, or None, got {progress!r}")
+    return _Call(problem, spec, backend, time_limit_s, threads, gap, warm_start, verbose,
+                 progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases that need no MILP
+# ---------------------------------------------------------------------------------------------
+def _below_minimum(call: _Call) -> InfeasibleError | None:
+    """The error for a RAM budget below what any single compute needs, or None."""
+    budget = call.problem.ram_budget_bytes
+    if budget is not None and budget < min_feasible_ram(call.problem):
+        return call.infeasible(f"ram_budget_bytes {budget} is below the minimum")
+    return None
+
+
+def _solve_heuristic(call: _Call) -> SolveResult:
+    """A heuristic strategy: its schedule alone ("optimal" for store-all, else "feasible")."""
+    err = _below_minimum(call)
+    if err is not None:
+        raise err
+    try:
+        sched = call.spec.function(call.problem)
+    except InfeasibleError as e:
+        raise call.infeasible(str(e)) from None
+    rep = simulate(call.problem, sched)
+    if call.strategy == "store_all":   # store-all spends the least energy any schedule can
+        return call.result("optimal", sched, rep, bound_j=rep.energy_j, source=call.strategy)
+    return call.result("feasible", sched, rep, source=call.strategy)
+
+
+def _without_solver(call: _Call) -> SolveResult | None:
+    """A MILP strategy where no solver is needed: store-all fits (optimal), or no schedule can
+    fit (InfeasibleError: a runtime budget below the store-all time, a RAM budget below the
+    minimum); None when the MILP must run."""
+    problem = call.problem
+    sa_time = problem.store_all_time_s
     if problem.runtime_budget_s is not None and problem.runtime_budget_s < sa_time * (1 - 1e-12):
-        raise InfeasibleError(infeasible_message(
-            problem, strategy, f"runtime_budget_s {problem.runtime_budget_s:.6g} s is below the "
-            f"store-all time {sa_time:.6g} s (every node must be computed once), so no schedule "
-            f"fits it at any RAM budget"))
-    sa = _run_baseline(problem, "store_all")
+        raise call.infeasible(
+            f"runtime_budget_s {problem.runtime_budget_s:.6g} s is below the store-all time "
+            f"{sa_time:.6g} s (every node must be computed once), so no schedule fits it at any "
+            f"RAM budget")
+    sa = run_baseline(problem, "store_all")
     if sa is not None:   # store-all fits: nothing spends less energy or time
-        return done("optimal", sa[0], sa[1], bound_j=sa[1].energy_j, source="store_all",
-                    baselines_j={"store_all": sa[1].energy_j})
-    lo = min_feasible_ram(problem)
-    if budget < lo:
-        raise InfeasibleError(infeasible_message(
-            problem, strategy, f"ram_budget_bytes {budget} is below the minimum"))
+        return call.result("optimal", sa[0], sa[1], bound_j=sa[1].energy_j, source="store_all",
+                           baselines_j={"store_all": sa[1].energy_j})
+    err = _below_minimum(call)
+    if err is not None:
+        raise err
+    return None
 
-    # ---- baselines: fallback, start and cutoff ---------------------------------------------------
-    say(f"{strategy}: running baselines {', '.join(FALLBACKS[strategy][1:])}")
-    found: dict[str, tuple[Schedule, SimReport]] = {}
-    for name in FALLBACKS[strategy][1:]:
-        got = _run_baseline(problem, name)
+
+# ---------------------------------------------------------------------------------------------
+# Heuristics: fallbacks, starts and cutoffs
+# ---------------------------------------------------------------------------------------------
+def _heuristics(call: _Call, starts: Sequence[Schedule]) -> Found:
+    """Every fallback heuristic of the strategy that fits (store-all has been tried), and the
+    caller's starts (ValueError for one that cannot serve), by name."""
+    names = fallbacks(call.strategy)[1:]
+    call.say(f"{call.strategy}: running baselines {', '.join(names)}")
+    found: Found = {}
+    for name in names:
+        got = run_baseline(call.problem, name)
         if got is not None:
             found[name] = got
     for k, given in enumerate(starts):
-        got = _check_start(problem, given, k, remat=remat, paging=paging)
-        found[f"start:{given.strategy}"] = got
-    baselines_j = {k: v[1].energy_j for k, v in found.items()}
-    best_base = min(found.items(), key=lambda kv: kv[1][1].energy_j) if found else None
+        found[f"start:{given.strategy}"] = check_start(call.problem, given, k, call.spec)
+    return found
 
-    # ---- the MILP ------------------------------------------------------------------------------
-    backend_name = backends.resolve_backend(backend)
-    model = build_milp(problem, remat=remat, paging=paging)
-    say(f"{strategy}: MILP with {model.n_variables} variables ({model.n_integer} integer), "
-        f"{model.n_constraints} constraints")
-    deadline = t_start + time_limit_s
-    trajectory: list[tuple[float, float | None, float | None]] = []
-    e0_units = model.scaling.objective_per_store_all
 
-    def elapsed() -> float:
-        return time.perf_counter() - t_start
+# ---------------------------------------------------------------------------------------------
+# The MILP phases: LP relaxation, LP neighbourhood, full MILP
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Search:
+    """What the MILP phases share: the model, the schedules found so far (heuristics, then the
+    neighbourhood's), the MIP start and cutoff, the LP bound, and the trajectory of (seconds,
+    best schedule's joules, best bound's joules)."""
 
-    def cutoff_for(energy_j: float) -> float:
-        c = (energy_j - model.scaling.store_all_energy_j) / model.scaling.energy_j
-        return c + 1e-7 * (e0_units + abs(c))      # keeps a start equal to the cutoff feasible
+    model: MilpModel
+    backend: str
+    gap: float
+    found: Found
+    baselines_j: dict[str, float]
+    start: StagedPlan | None = None
+    cutoff: float | None = None
+    best_j: float | None = None
+    lp_units: float | None = None
+    lp_values: dict[str, float] | None = None
+    phase: NeighbourhoodResult | None = None
+    trajectory: list[tuple[float, float | None, float | None]] = field(default_factory=list)
+    setup_s: float = 0.0
+    common: dict = field(default_factory=dict)
 
-    start = cutoff = None
-    if warm_start and best_base is not None:
-        cutoff = cutoff_for(best_base[1][1].energy_j)
-        start = _best_start(problem, model, found)
-    best_j = best_base[1][1].energy_j if best_base is not None else None
+    @property
+    def lp_j(self) -> float | None:
+        """The LP bound in joules (None before or without the LP)."""
+        return self.joules(self.lp_units)
 
-    # the LP relaxation: a bound for the whole run, and the columns the neighbourhood search frees
-    lp_units = lp_values = None
-    left = deadline - time.perf_counter()
-    if neighbourhood and left > 0.1:
-        # a tenth of the time left (at least 1 s): where the LP is slow the full MILP gets the time
-        lp_units, lp_values = _lp_relaxation(model, backend_name,
-                                             max(0.1 * left, min(1.0, left)), threads)
-        if lp_units is not None:
-            trajectory.append((elapsed(), best_j, _joules(model, lp_units)))
-            say(f"{strategy}: LP bound {_joules(model, lp_units):.6g} J")
-    lp_j = _joules(model, lp_units)
+    def joules(self, v: float | None) -> float | None:
+        """An objective value or bound of the model in joules (None if unknown or infinite)."""
+        return None if v is None or not math.isfinite(v) else self.model.to_energy_j(v)
 
-    def reached(energy_j: float | None) -> bool:
-        return energy_j is not None and lp_j is not None and energy_j - lp_j <= gap * energy_j
+    def cutoff_for(self, energy_j: float) -> float:
+        """The objective cutoff for a known schedule of energy_j joules, a hair above it."""
+        sc = self.model.scaling
+        c = sc.to_overhead(energy_j)
+        return c + 1e-7 * (sc.objective_per_store_all + abs(c))   # keeps an equal start feasible
 
-    phase = None
-    if neighbourhood and lp_values is not None and not reached(best_j):
-        phase = _lp_neighbourhood(problem, model, strategy, backend_name, lp_values,
-                                  start, lp_units,
-                                  time_s=0.25 * (deadline - time.perf_counter()), threads=threads,
-                                  gap=gap, cutoff=cutoff, verbose=verbose)
-        for s, o, _ in phase.trajectory:
-            trajectory.append((phase.t0 - t_start + s, _joules(model, o), lp_j))
-        if phase.schedule is not None and (best_j is None or phase.report.energy_j < best_j):
-            found["lp_neighbourhood"] = (phase.schedule, phase.report)
-            best_j = phase.report.energy_j
-            if warm_start:
-                start, cutoff = phase.plan, cutoff_for(best_j)
-            say(f"{strategy}: LP neighbourhood found {best_j:.6g} J")
-    best_base = min(found.items(), key=lambda kv: kv[1][1].energy_j) if found else None
+    def reached(self, energy_j: float | None) -> bool:
+        """Whether a schedule of energy_j joules is within the gap of the LP bound."""
+        lp_j = self.lp_j
+        if energy_j is None or lp_j is None:
+            return False
+        return energy_j - lp_j <= self.gap * energy_j
 
-    setup_s = elapsed()
-    common = {"n_variables": model.n_variables, "n_constraints": model.n_constraints,
-              "backend": backend_name, "baselines_j": baselines_j, "setup_s": setup_s,
-              "trajectory": trajectory}
-    if reached(best_j):     # within the gap of the LP bound: no branching needed
-        name, (sched, rep) = best_base
-        common.update(milp_status="optimal", message="within the gap of the LP relaxation")
-        return done("optimal", sched, rep, bound_j=lp_j, source=name, **common)
+    def best_found(self) -> tuple[str, tuple[Schedule, SimReport]] | None:
+        """The cheapest schedule found so far, by name; None if there is none."""
+        return min(self.found.items(), key=lambda kv: kv[1][1].energy_j) if self.found else None
 
-    remaining = deadline - time.perf_counter()
-    say(f"{strategy}: solving with {backend_name} (time limit {max(remaining, 1.0):.0f} s)")
-    if start is not None:   # the LP and the neighbourhood left their own values on the columns
-        model.set_start(start)
+    def summary(self) -> dict:
+        """The SolveResult fields every MILP result carries."""
+        return {"n_variables": self.model.n_variables,
+                "n_constraints": self.model.n_constraints, "backend": self.backend,
+                "baselines_j": self.baselines_j, "setup_s": self.setup_s,
+                "trajectory": self.trajectory, **self.common}
+
+
+def _prepare_milp(call: _Call, found: Found) -> _Search:
+    """Build the strategy's MILP; with warm_start, the cutoff at the best heuristic and the MIP
+    start (the cheapest heuristic with an image in the model)."""
+    backend_name = backends.resolve_backend(call.backend)
+    spec = call.spec
+    model = build_milp(call.problem, remat=spec.remat, paging=spec.paging)
+    call.say(f"{call.strategy}: MILP with {model.n_variables} variables ({model.n_integer} "
+             f"integer), {model.n_constraints} constraints")
+    search = _Search(model, backend_name, call.gap, found,
+                     {k: v[1].energy_j for k, v in found.items()})
+    best = search.best_found()
+    if call.warm_start and best is not None:
+        search.cutoff = search.cutoff_for(best[1][1].energy_j)
+        search.start = best_start(call.problem, model, found)
+    search.best_j = best[1][1].energy_j if best is not None else None
+    return search
+
+
+def _lp_phase(call: _Call, search: _Search) -> None:
+    """Phase 1: the LP relaxation, in a tenth of the time left (at least 1 s; where the LP is
+    slow the full MILP gets the time). Its value bounds the whole run; its non-zero columns are
+    the neighbourhood's."""
+    left = call.deadline - time.perf_counter()
+    if left <= 0.1:
+        return
+    search.lp_units, search.lp_values = lp_relaxation(
+        search.model, search.backend, max(0.1 * left, min(1.0, left)), call.threads)
+    if search.lp_units is not None:
+        search.trajectory.append((call.elapsed(), search.best_j, search.lp_j))
+        call.say(f"{call.strategy}: LP bound {search.lp_j:.6g} J")
+
+
+def _neighbourhood_phase(call: _Call, search: _Search) -> None:
+    """Phase 2: the LP neighbourhood, in a quarter of the time left, unless the LP did not solve
+    or the best schedule is already within the gap of its bound. A better schedule joins
+    `found` and becomes the start and cutoff."""
+    if search.lp_values is None or search.reached(search.best_j):
+        return
+    phase = search.phase = lp_neighbourhood(
+        call.problem, search.model, call.strategy, search.backend, search.lp_values,
+        search.start, search.lp_units, time_s=0.25 * (call.deadline - time.perf_counter()),
+        threads=call.threads, gap=call.gap, cutoff=search.cutoff, verbose=call.verbose)
+    lp_j = search.lp_j
+    for s, o, _ in phase.trajectory:
+        search.trajectory.append((phase.t0 - call.t_start + s, search.joules(o), lp_j))
+    if phase.schedule is not None and (search.best_j is None
+                                       or phase.report.energy_j < search.best_j):
+        search.found["lp_neighbourhood"] = (phase.schedule, phase.report)
+        search.best_j = phase.report.energy_j
+        if call.warm_start:
+            search.start, search.cutoff = phase.plan, search.cutoff_for(search.best_j)
+        call.say(f"{call.strategy}: LP neighbourhood found {search.best_j:.6g} J")
+
+
+def _full_milp(call: _Call, search: _Search) -> backends.BackendResult:
+    """Phase 3: the full MILP in the time left (at least 1 s), from the start and under the
+    cutoff; its trajectory joins the search's (bounds never below the LP's)."""
+    remaining = call.deadline - time.perf_counter()
+    call.say(f"{call.strategy}: solving with {search.backend} (time limit "
+             f"{max(remaining, 1.0):.0f} s)")
+    if search.start is not None:   # the LP and the neighbourhood left their values on the columns
+        search.model.set_start(search.start)
     run_t0 = time.perf_counter()
-    run = backends.run(model.prob, backend_name, time_limit_s=max(remaining, 1.0),
-                       threads=threads, gap_rel=gap, gap_abs=gap * e0_units,
-                       start=start is not None, cutoff=cutoff, verbose=verbose, progress=progress)
-    trajectory += [(run_t0 - t_start + s, _joules(model, o),
-                    _max_bound(_joules(model, b), lp_j)) for s, o, b in run.trajectory]
-    common.update(milp_status=run.status, message=run.message)
-    bound_j = _max_bound(_joules(model, run.bound), lp_j)
-
-    milp_sched = milp_rep = None
-    if run.has_solution:
-        try:
-            milp_sched, milp_rep = _decode(problem, model, strategy, backend_name)
-            common["milp_objective_j"] = milp_rep.energy_j
-        except _OverBudget as e:    # a solver tolerance let a rounded solution overshoot
-            log.warning("%s; the MILP's schedule is not used", e)
-            common["message"] = str(e)
-    elif phase is not None and phase.schedule is not None:
-        common["milp_objective_j"] = phase.report.energy_j
-
-    candidates = []
-    if milp_rep is not None:
-        candidates.append(("milp", milp_sched, milp_rep))
-    if best_base is not None:
-        candidates.append((best_base[0], best_base[1][0], best_base[1][1]))
-    if not candidates:
-        if run.status == "infeasible":
-            raise InfeasibleError(infeasible_message(
-                problem, strategy, f"no schedule of its space fits ram_budget_bytes {budget}"
-                + (f" and runtime_budget_s {problem.runtime_budget_s:.6g}"
-                   if problem.runtime_budget_s is not None else "")
-                + (f" and flash_budget_bytes {problem.flash_budget_bytes}"
-                   if problem.flash_budget_bytes is not None else "")))
-        return done("timeout-without-solution", None, None, bound_j=bound_j, **common)
-    source, sched, rep = min(candidates, key=lambda c: c[2].energy_j)
-    # a safety net for solver bugs (HiGHS has ended MIPs early with a wrong dual bound): a bound
-    # above a schedule known to lie in the MILP's space is no bound
-    known = [milp_rep.energy_j] if milp_rep is not None else []
-    if start is not None:
-        known.append(plan_energy(problem, start))
-    if bound_j is not None and known and bound_j > min(known) * (1 + 1e-7) + 1e-12:
-        log.warning("%s reported a bound of %.9g J above a known schedule of its space "
-                    "(%.9g J); the bound is discarded", backend_name, bound_j, min(known))
-        common["message"] = (common["message"] + "; bound discarded").lstrip("; ")
-        bound_j = lp_j if lp_j is not None and lp_j <= min(known) * (1 + 1e-7) + 1e-12 else None
-        run.status = "feasible" if run.status == "optimal" else run.status
-    if run.status == "optimal":
-        status = "optimal"
-    elif run.status == "infeasible" and cutoff is not None:
-        # nothing in the MILP's space beats the cutoff, i.e. the best schedule found so far
-        status, bound_j = "optimal", rep.energy_j
-    else:
-        status = "feasible"
-    return done(status, sched, rep, bound_j=bound_j, source=source, **common)
+    e0_units = search.model.scaling.objective_per_store_all
+    run = backends.run(search.model.prob, search.backend, time_limit_s=max(remaining, 1.0),
+                       threads=call.threads, gap_rel=call.gap, gap_abs=call.gap * e0_units,
+                       start=search.start is not None, cutoff=search.cutoff,
+                       verbose=call.verbose, progress=call.progress)
+    lp_j = search.lp_j
+    search.trajectory += [(run_t0 - call.t_start + s, search.joules(o),
+                           _max_bound(search.joules(b), lp_j)) for s, o, b in run.trajectory]
+    search.common.update(milp_status=run.status, message=run.message)
+    return run
 
 
+# ---------------------------------------------------------------------------------------------
+# Picking the result
+# ---------------------------------------------------------------------------------------------
 def _max_bound(a: float | None, b: float | None) -> float | None:
     """The larger of two lower bounds, either of which may be unknown."""
     if a is None:
@@ -401,173 +379,68 @@ def _max_bound(a: float | None, b: float | None) -> float | None:
     return a if b is None else max(a, b)
 
 
-@dataclass
-class _Phase:
-    """What the LP-neighbourhood search produced (schedule None if it found nothing)."""
-
-    t0: float
-    trajectory: list[tuple[float, float | None, float | None]]
-    plan: StagedPlan | None = None
-    schedule: Schedule | None = None
-    report: SimReport | None = None
-
-
-def _lp_relaxation(model: MilpModel, backend_name: str, time_limit_s: float,
-                   threads: int | None) -> tuple[float | None, dict[str, float] | None]:
-    """The LP relaxation of `model` (its own columns, integrality dropped): its value in model
-    units, a lower bound on every schedule of the MILP's space, and the values of the integer
-    columns; (None, None) if the LP did not solve."""
-    res = backends.run(model.prob, backend_name, time_limit_s=time_limit_s, threads=threads,
-                       relax=True)
-    if res.status != "optimal" or res.objective is None:
-        log.info("LP relaxation: %s (%s)", res.status, res.message)
-        return None, None
-    values = {v.name: float(v.varValue or 0.0)
-              for cols in (model.R, model.P, model.O) for v in cols.values()}
-    return max(0.0, model.overhead_value()), values
-
-
-def _lp_neighbourhood(problem: Problem, model: MilpModel, strategy: str, backend_name: str,
-                      lp_values: dict[str, float], start: StagedPlan | None, lp_units: float,
-                      *, time_s: float, threads: int | None, gap: float, cutoff: float | None,
-                      verbose: bool) -> _Phase:
-    """A primal heuristic: the MILP restricted to the integer columns that are non-zero in its LP
-    relaxation or in the start (every other recompute, page-in and page-out fixed at 0).
-
-    The restricted MILP is a small part of the space around the LP optimum, so good schedules
-    come much sooner than in the full search (ResNet-18 on nrf52840 at 25% of the budget range:
-    +1.068% over store-all after 1.5 s where the full MILP needed 12 s, from DTR's +2.80%).
-    It stops when an incumbent is within `gap` of the LP bound (nothing is left to prove), when
-    no better incumbent came for max(2 s, the time the last one took), or after time_s. Its best
-    schedule is decoded, simulated and returned; the model's bounds are restored either way.
-    """
-    t0 = time.perf_counter()
-    phase = _Phase(t0, [])
-    if time_s < 0.5:
-        return phase
-    free = {name for name, v in lp_values.items() if v > 1e-6}
-    values = model.encode(start) if start is not None else None
-    if values is not None:
-        free |= {name for name, v in values.items() if v > 0.5}
-        model.set_values(values)
-    saved = []
-    for cols in (model.R, model.P, model.O):
-        for v in cols.values():
-            if v.name not in free:
-                saved.append((v, v.upBound))
-                v.upBound = 0
-    e0_units = model.scaling.objective_per_store_all
-    # the stall clock starts when the root LP is solved (the first finite bound) and restarts at
-    # every better incumbent; the phase ends after max(2 s, the time of the last event) without one
-    last = {"obj": None, "t": None}
-
-    def stop(s: float, obj: float | None, bound: float | None) -> bool:
-        if last["t"] is None and bound is not None:
-            last["t"] = s
-        if obj is not None:
-            if last["obj"] is not None and obj < last["obj"] - 1e-9 * (e0_units + abs(obj)):
-                last["t"] = s
-            last["obj"] = obj if last["obj"] is None else min(obj, last["obj"])
-            if obj - lp_units <= gap * (obj + e0_units):
-                return True
-        return last["t"] is not None and s - last["t"] > max(2.0, last["t"])
-
-    try:
-        run = backends.run(model.prob, backend_name, time_limit_s=time_s, threads=threads,
-                           gap_rel=gap, gap_abs=gap * e0_units, start=start is not None,
-                           cutoff=cutoff, verbose=verbose, stop=stop)
-    finally:
-        for v, ub in saved:
-            v.upBound = ub
-    phase.trajectory = run.trajectory
-    log.info("LP neighbourhood: %d of %d integer columns free, %s in %.2f s", model.n_integer
-             - len(saved), model.n_integer, run.status, run.solve_s)
-    if not run.has_solution:
-        return phase
-    try:
-        phase.schedule, phase.report = _decode(problem, model, strategy, backend_name)
-    except _OverBudget as e:
-        log.warning("%s; the LP neighbourhood's schedule is not used", e)
-        return phase
-    phase.plan = model.plan()
-    phase.schedule.extra["solver"]["heuristic"] = "lp_neighbourhood"
-    return phase
-
-
-def _joules(model: MilpModel, v: float | None) -> float | None:
-    return None if v is None or not math.isfinite(v) else model.to_energy_j(v)
-
-
-def _check_start(problem: Problem, given: Schedule, k: int, *, remat: bool,
-                 paging: bool) -> tuple[Schedule, SimReport]:
-    """A copy of start k with its simulator report, or ValueError saying why it cannot serve."""
-    if not isinstance(given, Schedule):
-        raise ValueError(f"starts[{k}] must be a solver.Schedule, got {type(given).__name__}")
-    sched = Schedule(list(given.instructions), problem_fingerprint=given.problem_fingerprint,
-                     strategy=given.strategy, ram_budget_bytes=problem.ram_budget_bytes,
-                     extra=dict(given.extra))
-    try:
-        rep = simulate(problem, sched)
-    except ValueError as e:
-        raise ValueError(f"starts[{k}] ({given.strategy}) is not a valid schedule of this "
-                         f"problem: {e}") from None
-    if not remat and rep.n_recompute:
-        raise ValueError(f"starts[{k}] ({given.strategy}) recomputes, but remat is off")
-    if not paging and rep.n_page_out:
-        raise ValueError(f"starts[{k}] ({given.strategy}) pages out, but paging is off")
-    return sched, rep
-
-
-def _best_start(problem: Problem, model: MilpModel, found) -> StagedPlan | None:
-    """Project every fitting baseline into the staged space and return the cheapest image that
-    satisfies the model's rows (the MIP start), or None if no baseline has one."""
-    best = None
-    for name, (sched, _) in found.items():
-        plan = schedule_to_plan(problem, sched)
-        if plan is None:
-            continue
-        values = model.encode(plan)
-        if values is None or model.violations(values):
-            continue
-        e = plan_energy(problem, plan)
-        if best is None or e < best[0]:
-            best = (e, plan, name)
-    if best is None:
-        return None
-    log.info("MIP start from %s (%.6g J)", best[2], best[0])
-    return best[1]
-
-
-class _OverBudget(RuntimeError):
-    """The decoded MILP schedule breaks a budget by a rounding margin, no rule."""
-
-
-def _decode(problem: Problem, model: MilpModel, strategy: str,
-            backend_name: str) -> tuple[Schedule, SimReport]:
-    """The MILP solution as a simulated schedule. Raises RuntimeError if the simulator rejects
-    it for a rule or disagrees with the MILP's objective (the model and the simulator would read
-    the rules differently), _OverBudget if it only exceeds a budget by at most 1e-6 of it (the
-    solver's tolerances)."""
-    plan = model.plan()
-    sched = plan_to_schedule(problem, plan, strategy=strategy)
-    try:
-        rep = simulate(problem, sched)
-    except ScheduleError as e:
+def _milp_schedule(call: _Call, search: _Search, run) -> tuple[Schedule, SimReport] | None:
+    """The MILP's incumbent as a checked schedule (None without one, or when it overshoots a
+    budget by a rounding margin); records milp_objective_j (the neighbourhood's without one)."""
+    if run.has_solution:
         try:
-            rep = simulate(problem, sched, check_budgets=False)
-        except ScheduleError:
-            rep = None
-        near = [] if rep is None else [(rep.peak_ram_bytes, problem.ram_budget_bytes),
-                                       (rep.peak_flash_bytes, problem.flash_budget_bytes),
-                                       (rep.time_s, problem.runtime_budget_s)]
-        if near and all(lim is None or v <= lim * (1 + 1e-6) for v, lim in near):
-            raise _OverBudget(f"the MILP ({backend_name}) schedule exceeds a budget by a "
-                              f"rounding margin: {e}") from e
-        raise RuntimeError(f"the MILP ({backend_name}) returned a schedule the simulator rejects: "
-                           f"{e}") from e
-    milp_j = model.energy_value_j()
-    if not math.isclose(rep.energy_j, milp_j, rel_tol=1e-6, abs_tol=1e-12):
-        raise RuntimeError(f"MILP objective {milp_j!r} J and simulated energy {rep.energy_j!r} J "
-                           f"differ ({backend_name}): the model and the simulator disagree")
-    sched.extra["solver"] = {"backend": backend_name, "plan": plan.counts()}
-    return sched, rep
+            sched, rep = decode(call.problem, search.model, call.strategy, search.backend)
+        except OverBudget as e:    # a solver tolerance let a rounded solution overshoot
+            log.warning("%s; the MILP's schedule is not used", e)
+            search.common["message"] = str(e)
+            return None
+        search.common["milp_objective_j"] = rep.energy_j
+        return sched, rep
+    if search.phase is not None and search.phase.schedule is not None:
+        search.common["milp_objective_j"] = search.phase.report.energy_j
+    return None
+
+
+def _safe_bound(call: _Call, search: _Search, run, bound_j: float | None,
+                milp_rep: SimReport | None) -> float | None:
+    """A safety net for solver bugs (HiGHS has ended MIPs early with a wrong dual bound): a bound
+    above a schedule known to lie in the MILP's space is no bound. Returns the bound to report
+    (the LP's, or None, in place of a bad one; run.status "optimal" then becomes "feasible")."""
+    known = [milp_rep.energy_j] if milp_rep is not None else []
+    if search.start is not None:
+        known.append(plan_energy(call.problem, search.start))
+    if bound_j is None or not known or bound_j <= min(known) * (1 + 1e-7) + 1e-12:
+        return bound_j
+    log.warning("%s reported a bound of %.9g J above a known schedule of its space "
+                "(%.9g J); the bound is discarded", search.backend, bound_j, min(known))
+    search.common["message"] = (search.common["message"] + "; bound discarded").lstrip("; ")
+    lp_j = search.lp_j
+    run.status = "feasible" if run.status == "optimal" else run.status
+    return lp_j if lp_j is not None and lp_j <= min(known) * (1 + 1e-7) + 1e-12 else None
+
+
+def _pick_best(call: _Call, search: _Search, run) -> SolveResult:
+    """The cheapest of the MILP's incumbent and the schedules found before it, with the best
+    bound; InfeasibleError when the MILP proved that nothing fits and nothing was found."""
+    problem = call.problem
+    bound_j = _max_bound(search.joules(run.bound), search.lp_j)
+    milp = _milp_schedule(call, search, run)
+    candidates = [("milp", *milp)] if milp is not None else []
+    best = search.best_found()
+    if best is not None:
+        candidates.append((best[0], best[1][0], best[1][1]))
+    if not candidates:
+        if run.status == "infeasible":
+            raise call.infeasible(
+                f"no schedule of its space fits ram_budget_bytes {problem.ram_budget_bytes}"
+                + (f" and runtime_budget_s {problem.runtime_budget_s:.6g}"
+                   if problem.runtime_budget_s is not None else "")
+                + (f" and flash_budget_bytes {problem.flash_budget_bytes}"
+                   if problem.flash_budget_bytes is not None else ""))
+        return call.result("timeout-without-solution", None, None, bound_j=bound_j,
+                           **search.summary())
+    source, sched, rep = min(candidates, key=lambda c: c[2].energy_j)
+    bound_j = _safe_bound(call, search, run, bound_j, milp[1] if milp is not None else None)
+    if run.status == "optimal":
+        status = "optimal"
+    elif run.status == "infeasible" and search.cutoff is not None:
+        # nothing in the MILP's space beats the cutoff, i.e. the best schedule found so far
+        status, bound_j = "optimal", rep.energy_j
+    else:
+        status = "feasible"
+    return call.result(status, sched, rep, bound_j=bound_j, source=source, **search.summary())

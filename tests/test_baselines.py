@@ -182,3 +182,61 @@ def test_sqrtn_peak_grows_like_sqrt_n(F, s):
 def test_sqrtn_reports_the_peak_it_reached():
     with pytest.raises(InfeasibleError, match="RAM peak of 210 bytes"):
         sqrtn(four())   # two forward layers: nothing to checkpoint, so store-all's 210
+
+
+def _digest(fn, seeds=range(20), T=14, frac=0.3):
+    """sha256 of the instruction lists (or "infeasible") of `fn` on random problems."""
+    import hashlib
+    import json
+    h = hashlib.sha256()
+    for seed in seeds:
+        try:
+            ins = fn(random_problem(seed, T=T, budget_frac=frac)).instructions
+        except InfeasibleError:
+            ins = "infeasible"
+        h.update(json.dumps(ins).encode())
+    return h.hexdigest()
+
+
+def test_schedules_are_pinned():
+    # recorded from the baselines before they were moved onto solver.simulate.Machine: any
+    # change to what a heuristic emits shows here
+    p = random_problem(0, T=9, budget_frac=0.2)
+    c, f, pi, po = "compute", "free", "page_in", "page_out"
+    assert dtr(p).instructions == [
+        (c, 0), (c, 1), (c, 2), (f, 1), (c, 3), (f, 0), (c, 4), (f, 3), (c, 5), (f, 2), (f, 4),
+        (c, 0), (c, 1), (f, 0), (c, 6), (f, 1), (f, 5), (c, 0), (c, 7), (f, 6), (c, 8), (f, 0),
+        (f, 7), (f, 8)]
+    assert greedy_paging(p).instructions == [
+        (c, 0), (c, 1), (c, 2), (po, 0), (f, 0), (po, 1), (f, 1), (c, 3), (c, 4), (f, 3), (c, 5),
+        (f, 2), (f, 4), (pi, 1), (c, 6), (f, 1), (f, 5), (pi, 0), (c, 7), (f, 6), (c, 8), (f, 0),
+        (f, 7), (f, 8)]
+    assert sqrtn(random_problem(5, T=12, shape="chain", budget_frac=1.0)).instructions == [
+        (c, 0), (c, 1), (f, 0), (c, 2), (f, 1), (c, 3), (c, 4), (c, 5), (f, 4), (c, 6), (f, 3),
+        (f, 5), (c, 7), (f, 6), (c, 0), (c, 1), (c, 8), (f, 2), (f, 7), (c, 9), (f, 1), (f, 9),
+        (c, 10), (f, 8), (c, 11), (f, 0), (f, 10), (f, 11)]
+    assert _digest(dtr) == "22cf1d0fd7995eec6169327bf1a2d8b7b5c789d9b82bb55c4cc2b4a147873503"
+    assert _digest(greedy_paging) == \
+        "f540c24a66cb65c66a23e223b66f346ec30e029ce60a002e98dae476a78d50d2"
+    assert _digest(sqrtn) == "798eaae056a983eea19ec1b9710c9294cc0d621f90aa37202dc4fa9d5e519b0f"
+
+
+def test_baselines_are_the_registry_heuristics():
+    from solver.strategies import HEURISTICS, REGISTRY
+    assert tuple(BASELINES) == HEURISTICS
+    assert all(BASELINES[n] is REGISTRY[n].function for n in HEURISTICS)
+
+
+def test_planner_walks_with_the_simulator_rules():
+    from solver import ScheduleError
+    from solver.baselines._common import Planner
+    m = Planner(four())
+    m.apply("compute", 0)
+    m.apply("compute", 1)
+    assert m.instructions == [("compute", 0), ("compute", 1)] and m.done[:2] == [True, True]
+    assert m.last_use[:2] == [2, 2] and m.clock == 2     # compute 1 read 0
+    assert m.ram_room() == 0 and m.flash_room() == float("inf")
+    with pytest.raises(ScheduleError, match="output already in RAM"):
+        m.apply("compute", 1)
+    m.free_unneeded()                 # 1 is read by the loss, 0 by bwd: nothing goes
+    assert m.resident() == [0, 1] and m.needed() == [True, True, True, False]

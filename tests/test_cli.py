@@ -155,3 +155,16 @@ def test_demo_on_a_small_model(tmp_path):
     from solver import simulate
     assert simulate(p, s).peak_ram_bytes <= p.ram_budget_bytes
     assert s.extra["model_spec"]["model"] == "cnn_dropout_bn"
+
+
+def test_solver_options_are_checked_before_tracing(files):
+    """--time-limit / --threads / --gap are checked by solver.options, naming the option, in
+    one line, before a model is traced or a problem read."""
+    for args, match in [(["--time-limit", "0"], "--time-limit must be a finite number > 0"),
+                        (["--threads", "0"], "--threads must be a whole number from 1 to 256"),
+                        (["--gap", "1.5"], "--gap must be a number in [0, 1)")]:
+        r = _run("solve", "no-such-model", "--device", "rpi4", *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert match in r.stderr and "Traceback" not in r.stderr
+    r = _run("sweep", str(files[0]), "--threads", "300", "--out", str(files[0].parent / "sw"))
+    assert r.returncode == 2 and "--threads must be a whole number from 1 to 256" in r.stderr

@@ -5,7 +5,9 @@ from dataclasses import dataclass
 import pytest
 
 import solver
-from poet.costs import COST_MODEL, NodeCost, make_problem, price_node, reprice
+from solver.problem import COST_FIELDS
+from poet.costs import (COST_MODEL, NodeCounts, graph_to_problem, make_problem, price_node,
+                        reprice, roofline_price)
 from poet.graph import GraphNode, TrainingGraph
 from poet.profiles import Profile, load_profile
 
@@ -29,32 +31,32 @@ def toy_profile() -> Profile:
 def test_compute_bound_node():
     # F = 2000 + 500 = 2500 FLOP -> 2.5 ms; memory 150 B / 1e5 B/s = 1.5 ms; max is 2.5 ms
     c = price_node(toy_profile(), flops=2000, extra_flops=500, bytes_read=100, bytes_written=50)
-    assert c.compute_s == pytest.approx(2.5e-3, rel=REL)
-    assert c.compute_j == pytest.approx(0.5 * 2.5e-3, rel=REL)            # 1.25 mJ
+    assert c["compute_s"] == pytest.approx(2.5e-3, rel=REL)
+    assert c["compute_j"] == pytest.approx(0.5 * 2.5e-3, rel=REL)            # 1.25 mJ
 
 
 def test_memory_bound_node():
     # F = 100 FLOP -> 0.1 ms; memory (800 + 400) B / 1e5 B/s = 12 ms; max is 12 ms
     c = price_node(toy_profile(), flops=100, bytes_read=800, bytes_written=400)
-    assert c.compute_s == pytest.approx(1.2e-2, rel=REL)
-    assert c.compute_j == pytest.approx(6e-3, rel=REL)
+    assert c["compute_s"] == pytest.approx(1.2e-2, rel=REL)
+    assert c["compute_j"] == pytest.approx(6e-3, rel=REL)
     # a node the FLOP counter scores at 0 still costs its memory traffic
     z = price_node(toy_profile(), flops=0, bytes_read=1000, bytes_written=1000)
-    assert z.compute_s == pytest.approx(2e-2, rel=REL) and z.compute_j == pytest.approx(1e-2)
+    assert z["compute_s"] == pytest.approx(2e-2, rel=REL) and z["compute_j"] == pytest.approx(1e-2)
 
 
 def test_paging_costs():
     c = price_node(toy_profile(), flops=0, out_bytes=1000)
-    assert c.pageout_s == pytest.approx(2e-3 + 1000 / 5e3, rel=REL)       # 0.202 s
-    assert c.pageout_j == pytest.approx(0.2 * 0.202, rel=REL)             # 40.4 mJ
-    assert c.pagein_s == pytest.approx(1e-3 + 1000 / 1e4, rel=REL)        # 0.101 s
-    assert c.pagein_j == pytest.approx(0.1 * 0.101, rel=REL)              # 10.1 mJ
-    assert c.compute_s == 0 and c.compute_j == 0
+    assert c["pageout_s"] == pytest.approx(2e-3 + 1000 / 5e3, rel=REL)       # 0.202 s
+    assert c["pageout_j"] == pytest.approx(0.2 * 0.202, rel=REL)             # 40.4 mJ
+    assert c["pagein_s"] == pytest.approx(1e-3 + 1000 / 1e4, rel=REL)        # 0.101 s
+    assert c["pagein_j"] == pytest.approx(0.1 * 0.101, rel=REL)              # 10.1 mJ
+    assert c["compute_s"] == 0 and c["compute_j"] == 0
 
 
 def test_zero_byte_output_pages_for_free():
     c = price_node(toy_profile(), flops=10, out_bytes=0)
-    assert (c.pagein_s, c.pagein_j, c.pageout_s, c.pageout_j) == (0, 0, 0, 0)
+    assert (c["pagein_s"], c["pagein_j"], c["pageout_s"], c["pageout_j"]) == (0, 0, 0, 0)
 
 
 def test_builtin_profile_matches_poet_cost_model():
@@ -65,10 +67,10 @@ def test_builtin_profile_matches_poet_cost_model():
     c = price_node(m4, flops=flops, bytes_read=4 * 65536, bytes_written=out, out_bytes=out)
     poet_flops = 16283 * 100 * 1000 / 255.6237
     poet_flops_per_joule = poet_flops / (0.003328 * 3.3)
-    assert c.compute_s == pytest.approx(flops / poet_flops, rel=1e-8)    # compute-bound
-    assert c.compute_j == pytest.approx(flops / poet_flops_per_joule, rel=1e-8)
-    assert c.pagein_j == pytest.approx((0.109e-3 + out / 4616.51e3) * 0.33, rel=1e-12)
-    assert c.pageout_j == pytest.approx((0.113e-3 + out / 4440e3) * 0.33, rel=1e-12)
+    assert c["compute_s"] == pytest.approx(flops / poet_flops, rel=1e-8)    # compute-bound
+    assert c["compute_j"] == pytest.approx(flops / poet_flops_per_joule, rel=1e-8)
+    assert c["pagein_j"] == pytest.approx((0.109e-3 + out / 4616.51e3) * 0.33, rel=1e-12)
+    assert c["pageout_j"] == pytest.approx((0.113e-3 + out / 4440e3) * 0.33, rel=1e-12)
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -267,11 +269,75 @@ def test_reprice_needs_recorded_counts():
         reprice(bare, "nrf52840")
 
 
-def test_node_cost_is_plain_data():
+def test_price_node_gives_the_node_cost_fields():
     c = price_node(toy_profile(), flops=1e6, out_bytes=10)
-    assert isinstance(c, NodeCost)
-    assert c == NodeCost(compute_s=1.0, compute_j=0.5, pagein_s=1e-3 + 1e-3,
-                         pagein_j=0.1 * 2e-3, pageout_s=2e-3 + 2e-3, pageout_j=0.2 * 4e-3)
+    assert c == {"compute_s": 1.0, "compute_j": 0.5, "pagein_s": 1e-3 + 1e-3,
+                 "pagein_j": 0.1 * 2e-3, "pageout_s": 2e-3 + 2e-3, "pageout_j": 0.2 * 4e-3}
+    assert tuple(c) == COST_FIELDS
+    node = solver.Node(id=0, name="a", kind="forward", out_bytes=10, **c)
+    assert node.compute_j == 0.5 and node.pageout_s == 2e-3 + 2e-3
+
+
+def test_reprice_rejects_bad_recorded_counts():
+    p = make_problem(toy_graph(), toy_profile())
+    bad = solver.Problem.from_dict({**p.to_dict(), "nodes": [
+        {**n.to_dict(), "bytes_read": -3 if n.id == 1 else n.extra["bytes_read"]}
+        for n in p.nodes]})
+    with pytest.raises(ValueError, match=r"problem node 1 \('relu'\): bytes_read must be a finite"):
+        reprice(bad, "nrf52840")
+
+
+# ---- graph_to_problem: one conversion, any price ----------------------------------------------
+
+def test_graph_to_problem_without_a_price_is_the_structure():
+    g = toy_graph()
+    p = graph_to_problem(g)
+    assert p.name == "toy" and p.extra == {}
+    assert all(getattr(n, f) == 0.0 for n in p.nodes for f in COST_FIELDS)
+    assert [n.out_bytes for n in p.nodes] == [1000, 2000, 4, 2000, 1000]
+    assert [n.workspace_bytes for n in p.nodes] == [0, 500, 0, 0, 0]
+    assert p.edges == [tuple(e) for e in g.edges] and p.static_bytes == 100
+    assert (p.ram_budget_bytes, p.runtime_budget_s, p.flash_budget_bytes) == (None, None, None)
+    assert solver.simulate(p, solver.store_all(p)).peak_ram_bytes == STORE_ALL_PEAK
+    # the counts travel with it: pricing the structure equals pricing the graph
+    assert reprice(p, "rpi4").to_dict() == make_problem(g, "rpi4").to_dict()
+
+
+def test_graph_to_problem_takes_any_price():
+    seen = []
+
+    def price(counts):
+        seen.append(counts)
+        return {**dict.fromkeys(COST_FIELDS, 0.0), "compute_s": counts.flops / 1000}
+
+    p = graph_to_problem(toy_graph(), price, name="mine", extra={"note": 1})
+    assert (p.name, p.extra) == ("mine", {"note": 1})
+    assert [n.compute_s for n in p.nodes] == [2.0, 0.1, 0.01, 60.0, 3.0]
+    assert seen[1] == NodeCounts(flops=100, extra_flops=0, bytes_read=800, bytes_written=400,
+                                 out_bytes=2000)
+    with pytest.raises(ValueError, match=r"graph node 0 \('fc1'\): the price returned "
+                                         r"\['compute_s'\]; it must return .* compute_j"):
+        graph_to_problem(toy_graph(), lambda counts: {"compute_s": 1.0})
+
+
+def test_make_problem_is_graph_to_problem_with_the_roofline_price():
+    g, prof = toy_graph(), toy_profile()
+    p = make_problem(g, prof, ram_budget="0.5x")
+    q = graph_to_problem(g, roofline_price(prof), name=p.name, extra=p.extra)
+    assert q.fingerprint == p.fingerprint and q.name == p.name
+    assert q.with_budgets(ram_budget_bytes=p.ram_budget_bytes).to_dict() == p.to_dict()
+
+
+def test_node_counts_are_checked_and_plain():
+    import numpy as np
+
+    c = NodeCounts(flops=np.int64(3), extra_flops=np.float64(0.5), bytes_read=2, bytes_written=1,
+                   out_bytes=8)
+    assert type(c.flops) is int and type(c.extra_flops) is float
+    with pytest.raises(ValueError, match="^out_bytes must be a finite number >= 0"):
+        NodeCounts(flops=1, out_bytes=-1)
+    with pytest.raises(TypeError, match="load_profile"):
+        roofline_price("rpi4")
 
 
 # ---- any object with the TrainingGraph attributes works (duck typing) --------------------------

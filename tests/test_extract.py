@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import solver
 from poet import zoo
-from poet.extract import ExtractError, extract
+from poet._extract import ExtractError, extract
 from poet.graph import TrainingGraph, run_node
 
 REPO = Path(__file__).resolve().parents[1]
@@ -623,6 +623,9 @@ def test_poet_extract_spellings():
     graph = poet.extract(model, loss_fn, x, y)
     assert graph.T == 11
     assert poet.extract.ExtractError is ExtractError and poet.ExtractError is ExtractError
+    # the function lives in the private module poet._extract; no module shadows it
+    assert poet.extract is extract and type(poet.extract).__name__ == "function"
+    assert "poet.extract" not in sys.modules and type(sys.modules["poet._extract"]).__name__ == "module"
 
 
 # ---------------------------------------------------------------------------- views of the graph
@@ -646,7 +649,7 @@ def test_to_networkx_and_summary():
 _DUMP = textwrap.dedent("""
     import json, sys
     from poet import zoo
-    from poet.extract import extract
+    from poet._extract import extract
     out = {}
     for name in sys.argv[1:]:
         g = extract(*zoo.get(name))

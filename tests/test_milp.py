@@ -11,16 +11,18 @@ import pytest
 from solver import InfeasibleError, Node, Problem, backends, simulate, store_all
 from solver.bruteforce_staged import optimal_staged
 from solver.generators import random_problem
-from solver.milp import (
+from solver.milp import build_milp
+from solver.plans import (
     PlanError,
     StagedPlan,
-    build_milp,
+    drop_useless,
     plan_energy,
     plan_to_instructions,
     plan_to_schedule,
     schedule_to_plan,
-    staged_space,
+    store_all_plan,
 )
+from solver.staged import staged_space
 
 BACKENDS = [b for b in ("highs", "cbc") if b in backends.available_backends()]
 
@@ -204,7 +206,7 @@ def test_random_dags_match_with_options(case):
         elif case == "paging":
             kw = {"remat": False}
         elif case == "runtime":
-            t0 = sum(n.compute_s for n in p.nodes)
+            t0 = p.store_all_time_s
             p = p.with_budgets(runtime_budget_s=t0 * rng.uniform(1.0, 1.3))
         else:
             p = p.with_budgets(flash_budget_bytes=int(
@@ -230,7 +232,7 @@ def test_scaled_memory_rows_with_flash_and_runtime_budgets(seed):
     p = _odd_sizes(random_problem(600 + seed, T=7), 0.2 + 0.2 * seed)
     assert build_milp(p).mem_b[0] != int(build_milp(p).mem_b[0])   # the scale is in use
     flash = int(sum(n.out_bytes for n in p.nodes) * 0.3)
-    t0 = sum(n.compute_s for n in p.nodes)
+    t0 = p.store_all_time_s
     for q in (p, p.with_budgets(flash_budget_bytes=flash),
               p.with_budgets(flash_budget_bytes=flash, runtime_budget_s=t0 * 1.2)):
         _agree(q, BACKENDS[0])
@@ -266,3 +268,45 @@ def test_200_random_dags_against_both_bruteforces(capsys):
               f" (worst +{100 * worst:.1f}%): "
               + ", ".join(f"{name} +{100 * d:.2f}%" for name, d in differ))
     assert len(differ) <= 0.05 * n
+
+
+# ---- the reductions: apply / invert ----------------------------------------------------------------
+def test_scale_apply_and_invert():
+    from solver.reductions import Scale, memory_unit
+    p = _odd_sizes(random_problem(601, T=7), 0.4)
+    scaled, sc = Scale().apply(p)
+    assert sc.unit_bytes == memory_unit(p) and sc.store_all_energy_j == p.store_all_energy_j
+    assert scaled.b == build_milp(p).mem_b
+    assert scaled.ram < sc.units(p.ram_budget_bytes - p.static_bytes) * scaled.shift + 1e-12
+    assert Scale.invert(0.0, sc) == p.store_all_energy_j
+    for e in (p.store_all_energy_j, 1.5 * p.store_all_energy_j):
+        assert Scale.invert(sc.to_overhead(e), sc) == pytest.approx(e, rel=1e-12)
+    plain, _ = Scale(objective_scale=1.0, mem_scale=False).apply(p)
+    assert plain.shift == 1.0 and all(b == int(b) for b in plain.b)
+
+
+def test_stage_apply_invert_and_project():
+    from solver.reductions import Stage
+    p = random_problem(103, T=6)
+    space, back = Stage(paging=False).apply(p)
+    assert back is p and not any(space.pageable) and space.horizon == staged_space(
+        p, paging=False).horizon
+    plan = optimal_staged(p).plan
+    sched = Stage.invert(plan, p, strategy="x")
+    assert sched.strategy == "x" and simulate(p, sched).energy_j == pytest.approx(
+        plan_energy(p, plan), rel=1e-12)
+    assert Stage.project(sched, p) == plan
+
+
+def test_plan_rules_are_the_machines():
+    """A plan's rules are checked by solver.simulate.Machine: its rule, with the plan's stage."""
+    p = chain5()
+    wrong_node_paged = StagedPlan(((( 0, "compute"),), ((1, "compute"),), ((2, "compute"),),
+                                   ((3, "compute"),), ((0, "page_in"), (4, "compute"))),
+                                  frozenset({1}))
+    with pytest.raises(PlanError, match=r"stage 4: page_in of node 0: page_in needs the tensor "
+                                        r"on flash"):
+        plan_to_instructions(p, wrong_node_paged)
+    with pytest.raises(PlanError, match="stage 4: page_in of node 0"):
+        drop_useless(p, wrong_node_paged)
+    assert schedule_to_plan(p, store_all(p, check_budget=False)) == store_all_plan(p)

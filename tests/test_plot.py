@@ -221,3 +221,36 @@ def test_plot_functions_write_png_and_svg(tmp_path, rows, four):
     assert pdf[0].read_bytes()[:5] == b"%PDF-"
     with pytest.raises(ValueError, match="formats: 'jpg' is not one of png, svg, pdf"):
         plot.plot_ram_trace(four, sched(four, REMAT, "remat"), tmp_path / "c3", formats=["jpg"])
+
+
+def test_matrices_check_the_whole_schedule(four):
+    """The walk is the simulator's: an incomplete step and a schedule for another problem are
+    refused like `solver.simulate` refuses them."""
+    with pytest.raises(ScheduleError, match="never computed"):
+        plot.schedule_matrices(four, sched(four, [("compute", 0)], "custom"))
+    other = Schedule(PAGING, problem_fingerprint="sha256:" + "0" * 64, strategy="paging")
+    with pytest.raises(ScheduleError, match="made for another problem"):
+        plot.schedule_matrices(four, other)
+
+
+def test_matrices_drop_flash_clears_the_stage(four):
+    ins = [("compute", 0), ("page_out", 0), ("compute", 1), ("drop_flash", 0), ("compute", 2),
+           ("free", 1), ("compute", 3)]
+    m = plot.schedule_matrices(four, sched(four, ins, "custom"))
+    # written in stage 0, on flash at the end of stage 0 only: dropped after stage 1's compute
+    assert m["flash"][0].tolist() == [2, 0, 0, 0]
+
+
+def test_every_registered_strategy_has_a_style():
+    from solver import STRATEGIES
+    assert tuple(plot.STRATEGY_STYLE) == STRATEGIES
+    assert all(colour for _, colour, _, _ in plot.STRATEGY_STYLE.values())
+
+
+def test_legend_follows_the_registry_order(rows):
+    from solver import STRATEGIES
+    shuffled = sorted(rows, key=lambda r: r["strategy"] != "store_all")   # store_all first
+    fig = plot.energy_vs_budget_figure(shuffled)
+    drawn = [ln.get_gid().split(":")[1] for ln in fig.axes[0].lines
+             if (ln.get_gid() or "").startswith("energy:")]
+    assert drawn == [s for s in STRATEGIES if s in {"poet", "remat", "store_all"}]

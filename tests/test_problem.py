@@ -48,7 +48,7 @@ def test_fingerprint_ignores_name_and_budgets_but_not_costs():
     d = p.to_dict()
     d["nodes"][0]["compute_j"] = 1.5
     assert Problem.from_dict(d).fingerprint != p.fingerprint
-    # the canonical form of DESIGN.md, computed by hand
+    # the canonical form of docs/formats.md, computed by hand
     import hashlib
     canon = json.dumps({"nodes": p.to_dict()["nodes"], "edges": [[0, 1], [0, 2], [1, 2]],
                         "static_bytes": 1000}, sort_keys=True, separators=(",", ":"))
@@ -128,3 +128,85 @@ def test_with_budgets_rejects_unknown():
 
 def test_exports():
     assert solver.Problem is Problem
+
+
+# ---- the fingerprint recipe of docs/formats.md, in standard-library Python only ---------------
+
+_INT_FIELDS = ("id", "out_bytes", "workspace_bytes")
+_COST_FIELDS = ("compute_s", "compute_j", "pagein_s", "pagein_j", "pageout_s", "pageout_j")
+
+
+def documented_fingerprint(doc: dict) -> str:
+    """docs/formats.md, "The fingerprint": each node with its optional fields filled in (name
+    "n<id>", workspace_bytes 0) and unknown fields kept, the byte fields as JSON integers and the
+    costs as floats; the edges as in the file; static_bytes (0 when absent); sorted keys, no
+    spaces, sha256 hex."""
+    import hashlib
+    nodes = []
+    for raw in doc["nodes"]:
+        n = dict(raw)
+        n.setdefault("name", f"n{n['id']}")
+        n.setdefault("workspace_bytes", 0)
+        n.update({k: int(n[k]) for k in _INT_FIELDS})
+        n.update({k: float(n[k]) for k in _COST_FIELDS})
+        nodes.append(n)
+    canonical = {"nodes": nodes, "edges": doc.get("edges", []),
+                 "static_bytes": int(doc.get("static_bytes", 0))}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _file_with_every_field():
+    return {"format": "poet-problem/1", "name": "three", "static_bytes": 1000,
+            "ram_budget_bytes": 1300, "runtime_budget_s": None, "flash_budget_bytes": None,
+            "edges": [[0, 1], [0, 2], [1, 2]], "tool": {"by": "someone"},
+            "nodes": [
+                {"id": 0, "name": "n0", "kind": "forward", "out_bytes": 100, "workspace_bytes": 0,
+                 "compute_s": 0.5, "compute_j": 1.0, "pagein_s": 0.01, "pagein_j": 0.02,
+                 "pageout_s": 0.03, "pageout_j": 1e-05, "color": "red"},
+                {"id": 1, "name": "loss", "kind": "loss", "out_bytes": 4, "workspace_bytes": 0,
+                 "compute_s": 0.25, "compute_j": 0.0, "pagein_s": 0.0, "pagein_j": 0.0,
+                 "pageout_s": 0.0, "pageout_j": 0.0},
+                {"id": 2, "name": "grad", "kind": "backward", "out_bytes": 100,
+                 "workspace_bytes": 50, "compute_s": 1.5e-7, "compute_j": 123456.789,
+                 "pagein_s": 0.1, "pagein_j": 0.2, "pageout_s": 0.3, "pageout_j": 0.4}]}
+
+
+def test_fingerprint_follows_the_documented_recipe(tmp_path):
+    full = _file_with_every_field()
+    sparse = json.loads(json.dumps(full))
+    for n in sparse["nodes"]:
+        if n["workspace_bytes"] == 0:
+            del n["workspace_bytes"]      # optional, 0 when absent
+    del sparse["nodes"][0]["name"]        # optional, "n<id>" when absent
+    sparse["nodes"][1]["compute_j"] = 0   # a cost written as a JSON integer
+    sparse["nodes"][0]["out_bytes"] = 100.0
+    expected = documented_fingerprint(full)
+    assert documented_fingerprint(sparse) == expected
+    paths = {}
+    for label, doc in (("full", full), ("sparse", sparse)):
+        paths[label] = tmp_path / f"{label}.json"
+        paths[label].write_text(json.dumps(doc))
+    loaded = {label: Problem.load(path) for label, path in paths.items()}
+    assert loaded["full"].fingerprint == loaded["sparse"].fingerprint == expected
+    loaded["sparse"].save(tmp_path / "again.json")
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert Problem.load(tmp_path / "again.json").fingerprint == expected
+    assert documented_fingerprint(again) == expected
+    assert again["nodes"][0]["workspace_bytes"] == 0 and again["nodes"][0]["color"] == "red"
+    # budgets and name are not hashed; a problem built in code hashes as its file does
+    assert loaded["full"].with_budgets(ram_budget_bytes=None, name="x").fingerprint == expected
+    built = Problem([Node(**{k: v for k, v in n.items() if k in _INT_FIELDS + _COST_FIELDS
+                             + ("name", "kind")}, extra={"color": "red"} if i == 0 else {})
+                     for i, n in enumerate(full["nodes"])],
+                    [tuple(e) for e in full["edges"]], static_bytes=1000.0)
+    assert built.fingerprint == expected
+
+
+def test_node_fields_are_read_as_their_file_form():
+    n = Node(0, "a", "forward", 100.0, compute_s=1, compute_j=0, pagein_s=0, pagein_j=0,
+             pageout_s=0, pageout_j=0, workspace_bytes=8.0)
+    assert type(n.out_bytes) is int and type(n.workspace_bytes) is int
+    assert all(type(getattr(n, f)) is float for f in _COST_FIELDS)
+    with pytest.raises(ProblemError, match=r"nodes\[0\]\.out_bytes must be a whole number"):
+        Problem([Node(0, "a", "forward", 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)], [])

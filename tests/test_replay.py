@@ -1,4 +1,4 @@
-"""poet.replay: schedules executed on real tensors equal eager PyTorch, and match the simulator.
+"""poet.executor and poet.replay.verify: schedules executed on real tensors equal eager PyTorch, and match the simulator.
 
 Exactness: every check below runs with torch.set_num_threads(1) and expects gradients, loss and
 buffers bitwise equal to eager ``loss.backward()``: the executor performs the traced ATen calls
@@ -9,6 +9,7 @@ equal the simulator's trace at every instruction, and flash bytes the schedule's
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
@@ -24,14 +25,12 @@ import poet
 import solver
 from poet import zoo
 from poet.costs import make_problem
-from poet.replay import (
-    FlashFolder,
-    ReplayError,
-    execute,
-    resolve_problem,
-    structural_problem,
-    verify,
-)
+from poet.errors import ReplayError
+from poet.executor import execute
+from poet.flash import FlashFolder
+from poet.graph import run_node
+from poet.replay import verify
+from poet.resolve import resolve_problem, structural_problem
 from solver import Schedule, ScheduleError
 from solver.baselines import get_baseline
 
@@ -455,10 +454,6 @@ def test_verify_rejects_bad_tolerances_and_missing_loss_fn():
 
 # --------------------------------------------------------------------------- MILP schedules
 
-requires_solve = pytest.mark.skipif(not hasattr(solver, "solve"), reason="solver.solve has not landed yet")
-
-
-@requires_solve
 @pytest.mark.parametrize("name,batch", [("cnn_dropout_bn", 2), ("mlp", 2)])
 @pytest.mark.parametrize("strategy", ["poet", "remat", "paging"])
 @pytest.mark.parametrize("fraction", [0.2, 0.6])
@@ -474,7 +469,6 @@ def test_milp_schedules_replay_exactly(name, batch, strategy, fraction):
         assert report.n_recompute == 0
 
 
-@requires_solve
 @pytest.mark.slow
 @pytest.mark.parametrize("name,batch", [("bert", 1), ("resnet18", 1), ("mobilenetv2", 1), ("vgg11", 1)])
 @pytest.mark.parametrize("strategy", ["poet", "remat", "paging"])
@@ -484,3 +478,154 @@ def test_milp_schedules_replay_exactly_large(name, batch, strategy, fraction):
     budgeted = budget_between(problem, fraction)
     schedule = solver.solve(budgeted, strategy=strategy, time_limit_s=10, gap=1e-2).schedule
     assert_exact(graph, zm, budgeted, schedule)
+
+
+# --------------------------------------------------------------------------- recurrent models
+
+
+class RecurrentStack(nn.Module):
+    """LSTM, GRU, LSTM, GRU (hidden 8) and a linear head: room below the store-all peak even at
+    layer granularity, where the MILP mixes recomputes and page-ins."""
+
+    def __init__(self, hidden: int = 8):
+        super().__init__()
+        self.rnns = nn.ModuleList([nn.LSTM(6, hidden, batch_first=True), nn.GRU(hidden, hidden, batch_first=True),
+                                   nn.LSTM(hidden, hidden, batch_first=True), nn.GRU(hidden, hidden, batch_first=True)])
+        self.head = nn.Linear(hidden, 4)
+
+    def forward(self, x):
+        for rnn in self.rnns:
+            x = rnn(x)[0]
+        return self.head(x[:, -1])
+
+
+class Recurrent(nn.Module):
+    """An LSTM and/or a GRU over (batch, steps, 6 features), then a linear head on the last step."""
+
+    def __init__(self, kind: str, hidden: int):
+        super().__init__()
+        self.lstm = nn.LSTM(6, hidden, batch_first=True) if "lstm" in kind else None
+        self.gru = nn.GRU(hidden if self.lstm is not None else 6, hidden, batch_first=True) \
+            if "gru" in kind else None
+        self.head = nn.Linear(hidden, 4)
+
+    def forward(self, x):
+        if self.lstm is not None:
+            x = self.lstm(x)[0]
+        if self.gru is not None:
+            x = self.gru(x)[0]
+        return self.head(x[:, -1])
+
+
+def traced_recurrent(kind: str, hidden: int):
+    """(graph at op granularity, zoo model, problem on rpi4) for batch 3, 10 steps, 6 features.
+
+    At layer granularity every schedule of these models is store-all (its peak is the minimum);
+    op by op there is room below the store-all peak."""
+    key = ("recurrent", kind, hidden)
+    if key not in _GRAPHS:
+        torch.manual_seed(0)
+        zm = zoo.ZooModel(Recurrent(kind, hidden), F.cross_entropy, torch.randn(3, 10, 6),
+                          torch.tensor([0, 1, 3]))
+        graph = poet.extract(*zm, granularity="op")
+        _GRAPHS[key] = (graph, zm, make_problem(graph, "rpi4"))
+    return _GRAPHS[key]
+
+
+RECURRENT_BASELINES = {"dtr": 0.6, "greedy_paging": 0.25}  # baseline -> budget fraction (min .. store-all)
+
+
+def run_in_id_order(graph, zm) -> dict:
+    """Every node through ``poet.graph.run_node`` in id order (on a copy of the model): the values."""
+    values = graph.static_values(copy.deepcopy(zm.model), zm.inputs, zm.targets)
+    for node in graph.nodes:
+        values.update(run_node(graph, node, values))
+    return values
+
+
+def recurrent_schedule(problem, strategy: str):
+    """A baseline's schedule below the store-all peak: DTR recomputes, greedy paging pages in
+    (asserted, so the test cannot pass on a schedule that does neither)."""
+    budgeted = budget_between(problem, RECURRENT_BASELINES[strategy])
+    assert budgeted.ram_budget_bytes < solver.store_all_peak(problem)
+    schedule = get_baseline(strategy)(budgeted)
+    sim = solver.simulate(budgeted, schedule)
+    assert (sim.n_recompute if strategy == "dtr" else sim.n_page_in) > 0
+    return budgeted, schedule
+
+
+def assert_recurrent_replay(graph, zm, problem, schedule, *, bitwise_to_eager: bool):
+    """verify() on a recurrent model: the executor's loss and gradients equal those of the graph's
+    own evaluator (run_node in id order) bitwise, and eager's (bitwise where the extracted
+    graph is), recomputes and page-ins reproduce the first compute's bytes, frees release.
+
+    The RAM trace is not compared, because the extracted sizes are off in two known places
+    (extractor matters): torch's fake CPU LSTM kernel reports a 0-byte workspace output where
+    the real one allocates it (``mkldnn_rnn_layer`` out_bytes too small), and at op granularity
+    an ``unsafe_split`` node is given out_bytes for chunks that are views of the ``addmm``
+    node's storage (real: 0 new bytes). The measured sizes must differ from the graph's only there."""
+    report = verify(graph, schedule, zm.model, zm.inputs, zm.targets, problem=problem)
+    assert report.value_mismatches == [] and report.frees_not_released == 0 and report.rng_equal
+    assert report.loss_diff == 0.0 and report.max_rel_grad_diff <= 1e-6
+    assert report.bitwise == bitwise_to_eager
+    res = execute(graph, schedule, copy.deepcopy(zm.model), zm.inputs, zm.targets, problem=problem)
+    values = run_in_id_order(graph, zm)
+    assert torch.equal(res.loss, values[graph.loss_value])
+    assert set(res.grads) == set(graph.grad_values)
+    for qualname, value in graph.grad_values.items():
+        assert torch.equal(res.grads[qualname], values[value]), qualname
+    known = {"aten.mkldnn_rnn_layer.default", "aten.unsafe_split.Tensor"}
+    for i, nbytes in res.node_out_bytes.items():
+        targets = {str(graph.fx_node(a).target) for a in graph.nodes[i].aten_nodes}
+        assert nbytes == graph.nodes[i].out_bytes or targets & known, (graph.nodes[i].name, nbytes)
+
+
+@pytest.mark.parametrize("kind,hidden", [("lstm_gru", 12), ("lstm_gru", 8)])
+@pytest.mark.parametrize("strategy", list(RECURRENT_BASELINES))
+def test_recurrent_scheduled_step_matches_eager(kind, hidden, strategy):
+    """The issue's LSTM+GRU (hidden 12) crashed the executor below its store-all peak: the CPU
+    LSTM keeps its workspace only with grad mode on, which the executor now switches per op as
+    run_node does. Bitwise equal to eager at hidden 8; see the xfail below for the GRU at
+    hidden 12. (A plain LSTM has no room: op by op its minimum RAM is its store-all peak.)"""
+    graph, zm, problem = traced_recurrent(kind, hidden)
+    budgeted, schedule = recurrent_schedule(problem, strategy)
+    assert_recurrent_replay(graph, zm, budgeted, schedule, bitwise_to_eager=(kind, hidden) != ("lstm_gru", 12))
+
+
+def test_recurrent_milp_step_recomputes_and_pages_bitwise():
+    """One step scheduled by the MILP below the store-all peak with both recomputes and page-ins
+    (LSTM and GRU layers recomputed and paged), bitwise equal to eager."""
+    torch.manual_seed(0)
+    zm = zoo.ZooModel(RecurrentStack(), F.cross_entropy, torch.randn(3, 10, 6), torch.tensor([0, 1, 3]))
+    graph = poet.extract(*zm)
+    problem = make_problem(graph, "nrf52840")
+    budgeted = budget_between(problem, 0.2)
+    assert budgeted.ram_budget_bytes < solver.store_all_peak(problem)
+    schedule = solver.solve(budgeted, strategy="poet", time_limit_s=10).schedule
+    sim = solver.simulate(budgeted, schedule)
+    assert sim.n_recompute > 0 and sim.n_page_in > 0
+    computes = collections.Counter(i for op, i in schedule.instructions if op == "compute")
+    paged_in = {i for op, i in schedule.instructions if op == "page_in"}
+    rnn = {n.id for n in graph.nodes if n.module_path.startswith("rnns")}
+    assert rnn & {i for i, c in computes.items() if c > 1} and rnn & paged_in
+    assert_recurrent_replay(graph, zm, budgeted, schedule, bitwise_to_eager=True)
+
+
+@pytest.mark.xfail(strict=True, reason="the extracted GRU backward is not bitwise eager's at hidden 12 "
+                                       "(run_node alone differs by ~1e-8): an extractor matter")
+def test_gru_hidden_12_graph_is_bitwise_eager():
+    graph, zm, _ = traced_recurrent("lstm_gru", 12)
+    eager = copy.deepcopy(zm.model)
+    zm.loss_fn(eager(zm.inputs), zm.targets).backward()
+    values = run_in_id_order(graph, zm)
+    grads = dict(eager.named_parameters())
+    assert all(torch.equal(values[v], grads[q].grad) for q, v in graph.grad_values.items())
+
+
+def test_replay_names_stay_where_they_were():
+    """poet.verify / poet.execute and the poet.replay names keep working after the split."""
+    import poet.replay as replay
+
+    assert poet.verify is verify and poet.execute is execute and replay.execute is execute
+    assert replay.FlashFolder is FlashFolder and replay.ReplayError is ReplayError
+    assert replay.structural_problem is structural_problem and replay.resolve_problem is resolve_problem

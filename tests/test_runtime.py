@@ -13,7 +13,7 @@ import poet
 import solver
 from poet import zoo
 from poet.costs import make_problem
-from poet.replay import ReplayError
+from poet.errors import ReplayError
 from poet.runtime import ScheduledStep
 from solver import ScheduleError
 from solver.baselines import get_baseline

@@ -152,3 +152,98 @@ def test_schedule_file_round_trip_and_errors(tmp_path):
     path.write_text('{"format": "poet-schedule/1", "instructions": [["free", -1]]}')
     with pytest.raises(ScheduleError, match=r"node id must be a whole number >= 0"):
         Schedule.load(path)
+
+
+# ---- the walker itself ------------------------------------------------------------------------
+
+def test_machine_state_after_each_step():
+    from solver import Machine
+    p = chain()
+    m = Machine(p)
+    assert (m.ram, m.flash, m.during, m.step) == (1000, 0, 1000, 0)
+    # (instruction, in RAM, on flash, ram after, flash after, ram during)
+    steps = [
+        (("compute", 0), [0], [], 1100, 0, 1100),
+        (("compute", 1), [0, 1], [], 1300, 0, 1340),         # b's workspace 40 while it runs
+        (("page_out", 0), [0, 1], [0], 1300, 100, 1300),
+        (("free", 0), [1], [0], 1200, 100, 1300),      # a free counts before
+        (("compute", 2), [1, 2], [0], 1208, 100, 1208),
+        (("free", 1), [2], [0], 1008, 100, 1208),
+        (("page_in", 0), [0, 2], [0], 1108, 100, 1108),
+        (("drop_flash", 0), [0, 2], [], 1108, 0, 1108),
+        (("compute", 3), [0, 2, 3], [], 1308, 0, 1318),      # gb's workspace 10
+        (("free", 0), [2, 3], [], 1208, 0, 1308),
+        (("free", 2), [3], [], 1200, 0, 1208),
+        (("compute", 4), [3, 4], [], 1300, 0, 1300),
+    ]
+    for k, ((op, i), ram_set, flash_set, ram, flash, during) in enumerate(steps):
+        assert m.apply(op, i) == during
+        assert (m.resident(), m.flashed(), m.ram, m.flash, m.during, m.step) == \
+            (ram_set, flash_set, ram, flash, during, k + 1), (k, op, i)
+        assert m.in_ram == [x in ram_set for x in range(p.T)]
+        assert m.on_flash == [x in flash_set for x in range(p.T)]
+    assert m.computed == [1, 1, 1, 1, 1]
+    assert (m.peak_ram, m.peak_index, m.peak_flash) == (1340, 1, 100)
+    assert m.n_page_out == m.n_page_in == 1
+    assert m.energy_j == pytest.approx(10.5 + 0.2 + 0.1)
+    assert m.ram_trace == [s[5] for s in steps] and m.ram_after == [s[3] for s in steps]
+    assert m.flash_trace == [s[4] for s in steps]
+    m.finish()
+    report = m.report()
+    assert report == simulate(p, Schedule([s[0] for s in steps]))
+    assert report.predicted() == m.predicted()
+
+
+@pytest.mark.parametrize("prefix,op,i,rule", [
+    ([], "compute", 1, "operands not in RAM: [0]"),
+    ([("compute", 0)], "compute", 0, "output already in RAM"),
+    ([], "page_out", 0, "page_out needs the tensor in RAM"),
+    ([("compute", 0), ("page_out", 0)], "page_out", 0, "already on flash"),
+    ([], "page_in", 0, "page_in needs the tensor on flash"),
+    ([("compute", 0), ("page_out", 0)], "page_in", 0, "page_in of a tensor already in RAM"),
+    ([], "free", 0, "free of a tensor that is not in RAM"),
+    ([("compute", 0)], "drop_flash", 0, "drop_flash of a tensor that is not on flash"),
+    ([], "compute", 5, "node 5 does not exist (ids are 0..4)"),
+    ([], "swap", 0, "op 'swap' is not an instruction"),
+])
+def test_machine_apply_names_the_broken_rule(prefix, op, i, rule):
+    from solver import Machine
+    m = Machine(chain())
+    for ins in prefix:
+        m.apply(*ins)
+    before = (list(m.in_ram), list(m.on_flash), m.ram, m.flash, m.step)
+    with pytest.raises(ScheduleError) as e:
+        m.apply(op, i)
+    assert str(e.value).startswith(f"instruction {len(prefix)} ({op} {i}, node ")
+    assert rule in str(e.value)
+    assert m.check(op, i) is not None and rule in m.check(op, i)
+    assert (m.in_ram, m.on_flash, m.ram, m.flash, m.step) == before   # nothing applied
+
+
+def test_machine_budgets_raise_or_are_recorded():
+    from solver import Machine
+    p = chain().with_budgets(ram_budget_bytes=1300, flash_budget_bytes=50, runtime_budget_s=0.1)
+    m = Machine(p)
+    m.apply("compute", 0)
+    with pytest.raises(ScheduleError, match=r"instruction 1 \(compute 1, node 'b'\): RAM budget "
+                                            r"exceeded: 1340 bytes in use > budget 1300"):
+        m.apply("compute", 1)
+    with pytest.raises(ScheduleError, match=r"instruction 1 \(page_out 0, node 'a'\): flash "
+                                            r"budget exceeded: 100 bytes on flash > budget 50"):
+        m.apply("page_out", 0)
+    loose = Machine(p, check_budgets=False)
+    for ins in store_all(p, check_budget=False).instructions:
+        loose.apply(*ins)
+    loose.finish()
+    assert loose.over_budget[0].startswith("RAM at instruction 1: RAM budget exceeded")
+    assert loose.over_budget[-1].startswith("runtime budget exceeded: 1.05 s")
+    strict = Machine(p.with_budgets(ram_budget_bytes=None, flash_budget_bytes=None))
+    for ins in store_all(p, check_budget=False).instructions:
+        strict.apply(*ins)
+    with pytest.raises(ScheduleError, match="end of schedule: runtime budget exceeded"):
+        strict.finish()
+    with pytest.raises(ScheduleError, match=r"after 1 instructions\): the step is incomplete, "
+                                            r"never computed: 1 \('b'\)"):
+        one = Machine(chain())
+        one.apply("compute", 0)
+        one.finish()

@@ -9,7 +9,8 @@ from test_milp import BACKENDS, chain5
 
 from solver import InfeasibleError, backends, simulate
 from solver.generators import random_problem
-from solver.solve import FALLBACKS, SolveResult, solve
+from solver.solve import SolveResult, solve
+from solver.strategies import fallbacks
 
 
 def _check_result(problem, res: SolveResult):
@@ -118,10 +119,10 @@ def test_heuristic_strategies(strategy):
 
 
 def _baseline_energies(problem, names):
-    from solver.solve import _run_baseline
+    from solver.starts import run_baseline
     out = {}
     for name in names:
-        got = _run_baseline(problem, name)
+        got = run_baseline(problem, name)
         if got is not None:
             out[name] = got[1].energy_j
     return out
@@ -134,7 +135,7 @@ def test_poet_never_worse_than_baselines_or_single_techniques(seed):
         poet = solve(p, gap=0.0, time_limit_s=60)
         assert poet.status == "optimal"
         _check_result(p, poet)
-        for name, e in _baseline_energies(p, FALLBACKS["poet"]).items():
+        for name, e in _baseline_energies(p, fallbacks("poet")).items():
             assert poet.objective_j <= e * (1 + 1e-9), name
         for strategy in ("remat", "paging"):
             try:
@@ -142,7 +143,7 @@ def test_poet_never_worse_than_baselines_or_single_techniques(seed):
             except InfeasibleError:
                 continue
             assert single.objective_j >= poet.objective_j * (1 - 1e-9)
-            for name, e in _baseline_energies(p, FALLBACKS[strategy]).items():
+            for name, e in _baseline_energies(p, fallbacks(strategy)).items():
                 assert single.objective_j <= e * (1 + 1e-9), name
 
 
@@ -246,17 +247,19 @@ def test_neighbourhood_keeps_the_optimum_and_its_bound_holds_from_the_start(seed
 
 
 def test_lp_neighbourhood_frees_only_lp_and_start_columns_and_restores_bounds():
-    from solver.milp import build_milp, drop_useless, schedule_to_plan
-    from solver.solve import _lp_neighbourhood, _lp_relaxation, _run_baseline
+    from solver.milp import build_milp
+    from solver.phases import lp_neighbourhood, lp_relaxation
+    from solver.plans import drop_useless, schedule_to_plan
+    from solver.starts import run_baseline
     p = random_problem(2, T=30, budget_frac=0.2)
     model = build_milp(p)
-    lp_units, lp_values = _lp_relaxation(model, "highs", 60, None)
-    fits = [got for got in (_run_baseline(p, n) for n in FALLBACKS["poet"]) if got]
+    lp_units, lp_values = lp_relaxation(model, "highs", 60, None)
+    fits = [got for got in (run_baseline(p, n) for n in fallbacks("poet")) if got]
     start = schedule_to_plan(p, min(fits, key=lambda got: got[1].energy_j)[0])
     assert start is not None
     ints = [v for cols in (model.R, model.P, model.O) for v in cols.values()]
-    phase = _lp_neighbourhood(p, model, "poet", "highs", lp_values, start, lp_units, time_s=30,
-                              threads=None, gap=0.0, cutoff=None, verbose=False)
+    phase = lp_neighbourhood(p, model, "poet", "highs", lp_values, start, lp_units, time_s=30,
+                             threads=None, gap=0.0, cutoff=None, verbose=False)
     assert all(v.upBound == 1 for v in ints)             # restored
     assert phase.schedule is not None
     assert phase.report.energy_j == pytest.approx(simulate(p, phase.schedule).energy_j)

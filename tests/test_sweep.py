@@ -1,7 +1,7 @@
-"""poet.sweep: budgets, the table, the cache, interruption and resumption, executors."""
+"""poet.sweep (poet/_sweep.py, budgets.py, runner.py, sweepfiles.py): budgets, the table, the
+cache, interruption and resumption, executors."""
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 import solver
-from poet.sweep import (COLUMNS, STRATEGIES, Point, SolveOptions, SweepResult, point_key,
-                        poet_le_all, read_csv, resolve_budgets, resolve_runtime_budgets, sweep)
-from solver import Node, Problem
+from poet import sweep
+from poet._sweep import Point, SolveOptions, SweepResult, point_key, poet_le_all
+from poet.budgets import resolve_budgets, resolve_runtime_budgets
+from poet.sweepfiles import COLUMNS, read_csv
+from solver import STRATEGIES, Node, Problem
 from solver.generators import random_problem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,8 +169,28 @@ def test_any_executor_instance(four):
 
 
 def test_worker_modules_do_not_import_torch():
-    code = "import sys, poet.sweep, solver.solve; sys.exit('torch' in sys.modules)"
+    code = "import sys, poet._sweep, poet.runner, solver.solve; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_poet_sweep_is_the_function_whatever_was_imported_first():
+    """No callable module: poet.sweep is the function, also after its module was imported."""
+    code = ("import inspect, poet._sweep, poet.runner, poet.budgets, poet.sweepfiles, poet; "
+            "assert inspect.isfunction(poet.sweep) and poet.sweep is poet._sweep.sweep; "
+            "assert poet.SweepResult is poet._sweep.SweepResult")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_solve_options_are_checked_by_solver_options():
+    for bad, match in [(dict(threads=0), "threads must be a whole number from 1 to 256"),
+                       (dict(threads=257), "threads must be a whole number from 1 to 256"),
+                       (dict(gap=1.0), "gap must be a number in \\[0, 1\\)"),
+                       (dict(time_limit_s=float("inf")), "time_limit_s must be a finite number"),
+                       (dict(backend=""), "backend must be a solver backend name")]:
+        with pytest.raises(ValueError, match=match):
+            SolveOptions(**bad)
+    assert SolveOptions(threads=None, gap=0.0).to_dict()["threads"] is None
 
 
 # ---- the sweep itself -------------------------------------------------------------------------
@@ -184,7 +206,7 @@ def swept(tmp_path_factory):
 def test_sweep_table(swept):
     res, out = swept
     p = small()
-    e_all = math.fsum(n.compute_j for n in p.nodes)
+    e_all = p.store_all_energy_j
     budgets = [23552, 31744, 39936, 48128]          # 23552 + k * (48128 - 23552) / 3
     assert res.budgets == budgets
     assert len(res.rows) == 4 * len(STRATEGIES) and res.n_solved == 28 and res.n_cached == 0
@@ -201,9 +223,14 @@ def test_sweep_table(swept):
             assert r["energy_j"] == pytest.approx(r["compute_j"] + r["pagein_j"]
                                                   + r["pageout_j"], rel=1e-12)
             assert r["overhead_pct"] == pytest.approx((r["energy_j"] - e_all) / e_all * 100)
+            if r["recomputes"] == 0 and r["page_outs"] == 0:   # one pass: no rounding slack
+                assert r["energy_j"] == e_all and r["overhead_pct"] == 0.0, r
     # store-all fits only at its own peak, where it costs exactly one pass
     assert [by["store_all", b]["status"] for b in budgets] == ["infeasible"] * 3 + ["optimal"]
     assert by["store_all", 48128]["energy_j"] == pytest.approx(e_all, rel=1e-12)
+    # the row's store-all energy is the simulator's sum for store-all: no overhead, exactly
+    assert by["store_all", 48128]["energy_j"] == e_all
+    assert by["store_all", 48128]["overhead_pct"] == 0.0
     for s in ("poet", "remat", "paging", "dtr", "greedy_paging"):
         assert by[s, 48128]["energy_j"] == pytest.approx(e_all, rel=1e-12)
     # paging reaches the minimum with unlimited flash, so POET does too
@@ -263,7 +290,7 @@ def test_sweep_again_reads_the_cache(swept):
 
 def test_sweep_in_memory_with_runtime_budgets():
     p = small()
-    t_all = math.fsum(n.compute_s for n in p.nodes)
+    t_all = p.store_all_time_s
     res = sweep(p, budgets=[48128, 23552], strategies=["paging", "store_all"],
                 runtime_budgets=["1x", None], executor="serial", progress=False)
     assert res.out_dir is None and res.csv_path is None
@@ -305,7 +332,7 @@ def test_sweep_a_model_on_a_device(tmp_path):
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from poet.sweep import sweep
+    from poet import sweep
     from solver.generators import random_problem
     if __name__ == "__main__":
         try:
@@ -352,7 +379,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
 
 KILL_WORKER = textwrap.dedent("""
     import json, sys
-    from poet.sweep import sweep
+    from poet import sweep
     from solver.generators import random_problem
     if __name__ == "__main__":
         r = sweep(random_problem(6, T=14), budgets=20, strategies=["poet", "remat", "paging"],

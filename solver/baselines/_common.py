@@ -1,35 +1,40 @@
-"""What the heuristic baselines share: a RAM/flash book-keeper that writes instructions, and the
-final check that turns an instruction list into a verified `Schedule`.
+"""What the heuristic baselines share: a `Planner` that writes instructions while it walks them
+with the simulator's own `Machine`, and `materialize`, the recursive recompute-on-demand.
 
-The book-keeper (`Machine`) applies the rules of `solver.simulate` as it goes, so a baseline can
-ask what fits before it acts; the simulator then replays the finished list independently.
+A baseline asks the planner what fits (`ram_room`, `flash_room`, `needed`) before it acts, and
+every instruction it emits goes through `solver.simulate.Machine.apply`, so the rules are read in
+one place: a baseline that breaks one gets the simulator's ScheduleError at the instruction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..errors import InfeasibleError
 from ..problem import Problem
 from ..schedule import Schedule
-from ..simulate import simulate
+from ..simulate import Machine
+
+# reserve(nbytes, exclude): make room for nbytes more in RAM without freeing anything in exclude
+Reserve = Callable[[int, frozenset[int]], None]
 
 
-class Machine:
-    """The state of RAM and flash while a baseline builds its instruction list.
+class Planner(Machine):
+    """A `Machine` that records the instructions applied to it, for a baseline building a schedule.
 
-    `done[i]` says whether node i has been computed at least once; `last_use[i]` is the clock
-    value of the last instruction that read or wrote i (the staleness DTR's score needs).
+    Budgets are not enforced while planning (check_budgets=False: a baseline asks `ram_room`
+    first, and `schedule` turns a breach into InfeasibleError). On top of the machine's state:
+    ``instructions`` (applied so far), ``out[i]`` (node i's output bytes), ``done[i]`` (i has
+    been computed at least once), ``clock`` (instructions applied) and ``last_use[i]`` (the clock
+    value of the last instruction that read or wrote i: the staleness DTR's score needs).
     """
 
     def __init__(self, problem: Problem):
-        self.problem = problem
+        super().__init__(problem, check_budgets=False)
         T = problem.T
         self.out = [n.out_bytes for n in problem.nodes]
-        self.in_ram = [False] * T
-        self.on_flash = [False] * T
         self.done = [False] * T
         self.last_use = [0] * T
-        self.ram = problem.static_bytes
-        self.flash = 0
         self.clock = 0
         self.instructions: list[tuple[str, int]] = []
 
@@ -40,15 +45,9 @@ class Machine:
         return float("inf") if b is None else b - self.ram
 
     def flash_room(self) -> float:
+        """Bytes still free under the flash budget (infinite without one)."""
         b = self.problem.flash_budget_bytes
         return float("inf") if b is None else b - self.flash
-
-    def compute_need(self, i: int) -> int:
-        """Bytes a compute of i adds at its peak instant: its output and its workspace."""
-        return self.out[i] + self.problem.nodes[i].workspace_bytes
-
-    def resident(self) -> list[int]:
-        return [i for i, r in enumerate(self.in_ram) if r]
 
     def needed(self) -> list[bool]:
         """needed[x]: some instruction still to come must read x. True when a consumer of x has
@@ -63,39 +62,18 @@ class Machine:
         return need
 
     # ---- instructions -------------------------------------------------------------------
-    def _emit(self, op: str, i: int) -> None:
+    def apply(self, op: str, i: int) -> int:
+        """Apply and record `op i` (see `Machine.apply`); a compute also marks its operands and
+        i as used now, any other instruction i alone."""
+        during = super().apply(op, i)
         self.instructions.append((op, i))
         self.clock += 1
+        if op == "compute":
+            self.done[i] = True
+            for q in self.problem.preds[i]:
+                self.last_use[q] = self.clock
         self.last_use[i] = self.clock
-
-    def compute(self, i: int) -> None:
-        for q in self.problem.preds[i]:
-            assert self.in_ram[q], f"operand {q} of node {i} not in RAM"
-            self.last_use[q] = self.clock + 1
-        self._emit("compute", i)
-        self.in_ram[i] = True
-        self.done[i] = True
-        self.ram += self.out[i]
-
-    def free(self, i: int) -> None:
-        self._emit("free", i)
-        self.in_ram[i] = False
-        self.ram -= self.out[i]
-
-    def page_out(self, i: int) -> None:
-        self._emit("page_out", i)
-        self.on_flash[i] = True
-        self.flash += self.out[i]
-
-    def page_in(self, i: int) -> None:
-        self._emit("page_in", i)
-        self.in_ram[i] = True
-        self.ram += self.out[i]
-
-    def drop_flash(self, i: int) -> None:
-        self._emit("drop_flash", i)
-        self.on_flash[i] = False
-        self.flash -= self.out[i]
+        return during
 
     def free_unneeded(self, keep: set[int] | frozenset[int] = frozenset()) -> None:
         """Free every resident tensor no later instruction reads (except those in `keep`); with a
@@ -105,33 +83,32 @@ class Machine:
             if need[x] or x in keep:
                 continue
             if self.in_ram[x]:
-                self.free(x)
+                self.apply("free", x)
             if self.on_flash[x] and self.problem.flash_budget_bytes is not None:
-                self.drop_flash(x)
+                self.apply("drop_flash", x)
+
+    # ---- the result ---------------------------------------------------------------------
+    def schedule(self, strategy: str, extra: dict | None = None) -> Schedule:
+        """The recorded instructions as a Schedule with `predicted` filled in from this walk.
+
+        Raises InfeasibleError when the walk exceeded a budget of the problem (RAM, flash or
+        runtime), quoting the peak reached; ScheduleError when the step is incomplete (a bug in
+        the baseline, not a property of the problem).
+        """
+        self.finish()
+        p = self.problem
+        if self.over_budget:
+            raise InfeasibleError(
+                f"{strategy} does not fit the budgets: it reached a RAM peak of {self.peak_ram} "
+                f"bytes (budget {p.ram_budget_bytes}), {self.peak_flash} bytes of flash "
+                f"(budget {p.flash_budget_bytes}) and {self.time_s:.6g} s (budget "
+                f"{p.runtime_budget_s}); first breach: {self.over_budget[0]}")
+        return Schedule(list(self.instructions), problem_fingerprint=p.fingerprint,
+                        strategy=strategy, ram_budget_bytes=p.ram_budget_bytes,
+                        predicted=self.predicted(), extra=dict(extra or {}))
 
 
-def finish(problem: Problem, instructions: list[tuple[str, int]], strategy: str,
-           extra: dict | None = None) -> Schedule:
-    """Wrap `instructions` into a Schedule, replay it with the simulator and fill `predicted`.
-
-    Raises InfeasibleError when the replay exceeds a budget of the problem (RAM, flash or
-    runtime), quoting the peak reached; ScheduleError (from the simulator) means a bug in the
-    baseline, not a property of the problem.
-    """
-    sched = Schedule(instructions, problem_fingerprint=problem.fingerprint, strategy=strategy,
-                     ram_budget_bytes=problem.ram_budget_bytes, extra=dict(extra or {}))
-    rep = simulate(problem, sched, check_budgets=False)
-    if rep.over_budget:
-        raise InfeasibleError(
-            f"{strategy} does not fit the budgets: it reached a RAM peak of {rep.peak_ram_bytes} "
-            f"bytes (budget {problem.ram_budget_bytes}), {rep.peak_flash_bytes} bytes of flash "
-            f"(budget {problem.flash_budget_bytes}) and {rep.time_s:.6g} s (budget "
-            f"{problem.runtime_budget_s}); first breach: {rep.over_budget[0]}")
-    sched.predicted = rep.predicted()
-    return sched
-
-
-def materialize(m: Machine, target: int, pinned: frozenset[int], reserve) -> None:
+def materialize(m: Planner, target: int, pinned: frozenset[int], reserve: Reserve) -> None:
     """Bring `target` into RAM by computing it, first recomputing (recursively, depth first) any
     of its operands that are not resident. Operands made resident for a pending compute are
     pinned: `reserve(nbytes, exclude)` must make room for nbytes more without freeing anything in
@@ -152,6 +129,6 @@ def materialize(m: Machine, target: int, pinned: frozenset[int], reserve) -> Non
             stack.extend((p, pin_v) for p in reversed(missing))
             continue
         reserve(m.compute_need(v), pin_v)
-        m.compute(v)
+        m.apply("compute", v)
         stack.pop()
         m.free_unneeded(keep=pin)   # what v's compute read for the last time

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..errors import InfeasibleError
 from ..problem import Problem
 from ..schedule import Schedule
-from ._common import Machine, finish, materialize
+from ._common import Planner, materialize
 
 
 def dtr(problem: Problem) -> Schedule:
@@ -23,7 +23,7 @@ def dtr(problem: Problem) -> Schedule:
     Raises InfeasibleError when, at some compute, even evicting every unpinned tensor leaves too
     little room (or when the result breaks the runtime or flash budget).
     """
-    m = Machine(problem)
+    m = Planner(problem)
 
     def reserve(nbytes: int, exclude: frozenset[int]) -> None:
         while m.ram_room() < nbytes:
@@ -35,21 +35,21 @@ def dtr(problem: Problem) -> Schedule:
                     f"{problem.static_bytes} + resident {m.ram - problem.static_bytes} bytes, "
                     f"budget {problem.ram_budget_bytes}): everything resident is an operand of a "
                     f"pending compute (nodes {pinned}); raise ram_budget_bytes")
-            m.free(min(candidates, key=lambda x: (_score(m, x), -m.out[x], x)))
+            m.apply("free", min(candidates, key=lambda x: (_score(m, x), -m.out[x], x)))
 
     for i in range(problem.T):
         if not m.done[i]:
             materialize(m, i, frozenset(), reserve)
-    return finish(problem, m.instructions, "dtr")
+    return m.schedule("dtr")
 
 
-def _score(m: Machine, x: int) -> float:
+def _score(m: Planner, x: int) -> float:
     """h(x) = recompute energy / (bytes x staleness); lower is evicted first."""
     staleness = m.clock - m.last_use[x] + 1
     return _recompute_cost(m, x) / (m.out[x] * staleness)
 
 
-def _recompute_cost(m: Machine, x: int) -> float:
+def _recompute_cost(m: Planner, x: int) -> float:
     """Energy to recompute x from what is resident now: x plus its non-resident ancestors."""
     nodes, preds = m.problem.nodes, m.problem.preds
     seen = {x}

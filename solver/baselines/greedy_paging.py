@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..errors import InfeasibleError
 from ..problem import Problem
 from ..schedule import Schedule
-from ._common import Machine, finish
+from ._common import Planner
 
 
 def greedy_paging(problem: Problem) -> Schedule:
@@ -22,7 +22,7 @@ def greedy_paging(problem: Problem) -> Schedule:
     Raises InfeasibleError when the operands, output and workspace of one compute do not fit
     together, or when flash has no room for what must leave RAM.
     """
-    m = Machine(problem)
+    m = Planner(problem)
     succs = problem.succs
 
     def next_use(x: int) -> int:
@@ -34,11 +34,11 @@ def greedy_paging(problem: Problem) -> Schedule:
                                 key=lambda x: (-next_use(x), -m.out[x], x))
             for x in candidates:
                 if m.on_flash[x]:
-                    m.free(x)
+                    m.apply("free", x)
                     break
                 if m.flash_room() >= m.out[x]:
-                    m.page_out(x)
-                    m.free(x)
+                    m.apply("page_out", x)
+                    m.apply("free", x)
                     break
             else:
                 raise InfeasibleError(
@@ -53,8 +53,8 @@ def greedy_paging(problem: Problem) -> Schedule:
         for p in operands:
             if not m.in_ram[p]:
                 reserve(m.out[p], pin, f"page_in {p}")
-                m.page_in(p)
+                m.apply("page_in", p)
         reserve(m.compute_need(i), pin, f"compute {i}")
-        m.compute(i)
+        m.apply("compute", i)
         m.free_unneeded()
-    return finish(problem, m.instructions, "greedy_paging")
+    return m.schedule("greedy_paging")

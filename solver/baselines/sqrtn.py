@@ -23,13 +23,13 @@ import math
 
 from ..problem import Problem
 from ..schedule import Schedule
-from ._common import Machine, finish, materialize
+from ._common import Planner, materialize
 
 
 def sqrtn(problem: Problem) -> Schedule:
     """The sqrt(n)-checkpointing schedule. Raises InfeasibleError if it exceeds a budget."""
     checkpoints, discardable = checkpoint_plan(problem)
-    m = Machine(problem)
+    m = Planner(problem)
     kinds = [n.kind for n in problem.nodes]
 
     def unlimited(nbytes: int, exclude: frozenset[int]) -> None:
@@ -46,9 +46,8 @@ def sqrtn(problem: Problem) -> Schedule:
         for x in discardable:
             if m.in_ram[x] and all(m.done[c] for c in problem.succs[x]
                                    if not (forward_pass and kinds[c] == "backward")):
-                m.free(x)
-    return finish(problem, m.instructions, "sqrtn",
-                  extra={"checkpoints": sorted(checkpoints)})
+                m.apply("free", x)
+    return m.schedule("sqrtn", extra={"checkpoints": sorted(checkpoints)})
 
 
 def checkpoint_plan(problem: Problem) -> tuple[set[int], list[int]]:

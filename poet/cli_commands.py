@@ -1,0 +1,386 @@
+"""The `poet` subcommands: ``cmd_<name>(args) -> exit code``, one per command of `poet.cli`.
+
+Each reads its argparse namespace, calls the library, and prints (the text comes from
+`poet.cli_tables`). Errors the user can fix raise ValueError / OSError with a message naming
+the option; `poet.cli.main` turns them into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from solver.options import check_gap, check_threads, check_time_limit
+from solver.strategies import STRATEGIES, get_strategy
+
+from .cli_tables import (PROFILE_HEADER, inspect_rows, kv, profile_rows, simulate_rows,
+                         solve_json, solve_rows, sweep_rows, table, verify_rows)
+
+__all__ = ["cmd_profiles", "cmd_simulate", "cmd_inspect", "cmd_solve", "cmd_verify", "cmd_demo",
+           "cmd_sweep", "cmd_plot", "DEMO_ORDER"]
+
+# poet demo: the heuristics, then the MILP strategies, POET (whose schedule is verified) last
+DEMO_ORDER = tuple(sorted(STRATEGIES, key=lambda s: (get_strategy(s).kind == "milp",
+                                                      s == "poet")))
+
+
+def _check_solver_options(args) -> None:
+    """--time-limit, --threads and --gap, checked by solver.options before anything runs."""
+    check_time_limit(args.time_limit, "--time-limit")
+    if hasattr(args, "threads"):
+        check_threads(args.threads, "--threads")
+    if hasattr(args, "gap"):
+        check_gap(args.gap, "--gap")
+
+
+def _is_problem_file(name: str) -> bool:
+    return name.endswith(".json") or Path(name).is_file()
+
+
+def _spec_from_args(args):
+    from .modelspec import ModelSpec
+
+    train = args.train
+    if "," in train or train not in ("all", "bias", "last"):
+        train = [t for t in train.split(",") if t]
+    return ModelSpec(model=args.model, batch_size=args.batch_size, train=train,
+                     optimizer=args.optimizer, seed=args.seed)
+
+
+# ---- poet profiles / simulate / inspect -------------------------------------------------------
+def cmd_profiles(args) -> int:
+    from .profiles import list_profiles
+
+    profiles = list_profiles()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in profiles], indent=1))
+        return 0
+    print(table(profile_rows(profiles), PROFILE_HEADER))
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from solver import Problem, Schedule, simulate
+
+    problem = Problem.load(args.problem)
+    schedule = Schedule.load(args.schedule)
+    r = simulate(problem, schedule)
+    if args.json:
+        print(json.dumps({"energy_j": r.energy_j, "time_s": r.time_s,
+                          "peak_ram_bytes": r.peak_ram_bytes, "peak_flash_bytes": r.peak_flash_bytes,
+                          "split": r.split, "recomputes": r.n_recompute, "page_ins": r.n_page_in,
+                          "page_outs": r.n_page_out, "valid": True}, indent=1))
+        return 0
+    print(f"{problem.name or args.problem}: schedule {schedule.strategy}")
+    print(kv(simulate_rows(problem, schedule, r)))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    import solver
+    from .modelspec import extract_problem
+
+    spec = _spec_from_args(args)
+    graph, problem = extract_problem(spec, args.device, granularity=args.granularity)
+    kinds = {k: sum(1 for n in graph.nodes if n.kind == k) for k in ("forward", "loss", "backward")}
+    info = {
+        "model": spec.model, "device": problem.extra.get("device"), "train": spec.train,
+        "batch_size": spec.batch_size, "granularity": args.granularity,
+        "nodes": graph.T, "edges": len(graph.edges), "forward": kinds["forward"],
+        "loss": kinds["loss"], "backward": kinds["backward"], "aten_ops": graph.num_aten_ops,
+        "flops": graph.total_flops, "extra_flops": graph.total_extra_flops,
+        "activation_bytes": graph.activation_bytes, "static_bytes": graph.static_bytes,
+        "store_all_peak_bytes": solver.store_all_peak(problem),
+        "min_feasible_ram_bytes": solver.min_feasible_ram(problem),
+        "store_all_energy_j": problem.store_all_energy_j,
+        "store_all_time_s": problem.store_all_time_s,
+        "trace_s": graph.trace_seconds,
+    }
+    if args.out:
+        problem.save(args.out)
+        info["problem_file"] = str(args.out)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{spec.model} (batch {spec.batch_size}, train={spec.train}) on {info['device']}")
+    print(kv(inspect_rows(graph, info, kinds)))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+# ---- poet solve --------------------------------------------------------------------------------
+def _load_problem(args):
+    """(problem, graph or None) from a problem JSON file or a model spec + device."""
+    from solver import Problem
+    from .costs import apply_budgets
+
+    if _is_problem_file(args.model):
+        problem = Problem.load(args.model)
+        budgets = {"ram_budget": args.ram if args.ram is not None else problem.ram_budget_bytes,
+                   "runtime_budget": (args.runtime if args.runtime is not None
+                                      else problem.runtime_budget_s),
+                   "flash_budget": (args.flash if args.flash is not None
+                                    else problem.flash_budget_bytes)}
+        return apply_budgets(problem, args.device, **budgets), None
+    if not args.device:
+        raise ValueError("--device is required when MODEL is a model (not a problem JSON file)")
+    from .modelspec import extract_problem
+    graph, problem = extract_problem(_spec_from_args(args), args.device,
+                                     ram_budget=args.ram, runtime_budget=args.runtime,
+                                     flash_budget=args.flash, granularity=args.granularity)
+    return problem, graph
+
+
+def _strategy(args) -> str:
+    strategy = args.strategy
+    if args.no_remat or args.no_paging:
+        if strategy != "poet":
+            raise ValueError("--no-remat/--no-paging apply to --strategy poet only")
+        strategy = {(True, True): "store_all", (True, False): "paging",
+                    (False, True): "remat"}[(args.no_remat, args.no_paging)]
+    return strategy
+
+
+def _record_spec(problem, schedule) -> None:
+    """Copy what `poet verify` needs to rebuild the model from the problem into the schedule."""
+    if "model_spec" in problem.extra:
+        schedule.extra["model_spec"] = problem.extra["model_spec"]
+        schedule.extra["device"] = problem.extra.get("device")
+        schedule.extra["granularity"] = problem.extra.get("granularity", "layer")
+
+
+def cmd_solve(args) -> int:
+    import solver
+
+    _check_solver_options(args)
+    problem, _ = _load_problem(args)
+    strategy = _strategy(args)
+    progress = None
+    if not args.verbose and not args.json and sys.stderr.isatty():
+        def progress(line: str) -> None:
+            print(f"\r{line[:100]:<100}", end="", file=sys.stderr, flush=True)
+    result = solver.solve(problem, strategy=strategy, backend=args.backend,
+                          time_limit_s=args.time_limit, threads=args.threads, gap=args.gap,
+                          verbose=args.verbose, progress=progress)
+    if progress is not None:
+        print("\r" + " " * 100 + "\r", end="", file=sys.stderr, flush=True)
+    if result.schedule is not None:
+        _record_spec(problem, result.schedule)
+        if args.out:
+            result.schedule.save(args.out)
+        if args.problem_out:
+            problem.save(args.problem_out)
+    if args.json:
+        print(json.dumps(solve_json(problem, result), indent=1))
+    else:
+        print(f"{problem.name}: strategy {strategy}")
+        print(kv(solve_rows(problem, result)))
+        if args.out and result.schedule is not None:
+            print(f"wrote {args.out}")
+    return 0 if result.schedule is not None else 1
+
+
+# ---- poet verify -------------------------------------------------------------------------------
+def _verify_spec(args, schedule):
+    """The model to rebuild: --model, else the one the schedule records (--batch-size applied)."""
+    from .modelspec import ModelSpec
+
+    recorded = schedule.extra.get("model_spec")
+    if args.model:
+        return _spec_from_args(args)
+    if recorded is None:
+        raise ValueError(f"{args.schedule} records no model; name it with --model "
+                         f"(a zoo name or module:function)")
+    spec = ModelSpec.from_dict(recorded)
+    if args.batch_size_given:
+        spec = ModelSpec(spec.model, args.batch_size, spec.train, spec.optimizer, spec.seed)
+    return spec
+
+
+def cmd_verify(args) -> int:
+    from solver import Problem, Schedule
+    from poet import extract
+    from .replay import verify
+
+    schedule = Schedule.load(args.schedule)
+    spec = _verify_spec(args, schedule)
+    problem = Problem.load(args.problem) if args.problem else None
+    model, loss_fn, inputs, targets = spec.load()
+    granularity = schedule.extra.get("granularity", "layer")
+    graph = extract(model, loss_fn, inputs, targets, granularity=granularity, train=spec.train,
+                    optimizer=spec.optimizer, name=spec.model.rsplit(":", 1)[-1])
+    device = args.device or schedule.extra.get("device")
+    rep = verify(graph, schedule, model, inputs, targets, problem=problem, loss_fn=loss_fn,
+                 flash_dir=args.flash_dir, device=device)
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    else:
+        print(f"{spec.model} (batch {spec.batch_size}, train={spec.train}): schedule "
+              f"{schedule.strategy} from {args.schedule}")
+        print(kv(verify_rows(rep)))
+        if rep.passed:
+            print("PASS")
+        else:
+            print("FAIL: " + "; ".join(rep.failures))
+    return 0 if rep.passed else 1
+
+
+# ---- poet demo ---------------------------------------------------------------------------------
+def _demo_problem(args, out: Path):
+    """Trace the demo model, price it, set the RAM budget; print what was traced."""
+    import dataclasses
+
+    import solver
+    from poet import extract
+    from .costs import make_problem
+    from .modelspec import ModelSpec
+    from .units import format_bytes
+
+    spec = ModelSpec(args.model, batch_size=args.batch_size)
+    model, loss_fn, inputs, targets = spec.load()
+    graph = extract(model, loss_fn, inputs, targets, name=args.model)
+    free = make_problem(graph, args.device)
+    lo, hi = solver.min_feasible_ram(free), solver.store_all_peak(free)
+    budget = int(lo + args.budget * (hi - lo))
+    problem = free.with_budgets(ram_budget_bytes=budget)
+    problem = dataclasses.replace(problem, extra={
+        **problem.extra, "model_spec": spec.to_dict(), "granularity": "layer"})
+    problem.save(out / "problem.json")
+    print(f"{args.model} (batch {args.batch_size}) on {args.device}: {graph.T} nodes, "
+          f"{len(graph.edges)} edges, traced in {graph.trace_seconds:.2f} s")
+    print(f"RAM budget {format_bytes(budget)}: {args.budget:.0%} of the way from the minimum "
+          f"feasible {format_bytes(lo)} to the store-all peak {format_bytes(hi)}")
+    print()
+    return spec, (model, loss_fn, inputs, targets), graph, problem
+
+
+def _demo_solves(problem, time_limit: float):
+    """Solve every strategy (DEMO_ORDER); (table rows, POET's result or None)."""
+    import solver
+    from .units import format_bytes, format_energy
+
+    rows, best = [], None
+    store_all_j = problem.store_all_energy_j
+    for strategy in DEMO_ORDER:
+        try:
+            res = solver.solve(problem, strategy=strategy, time_limit_s=time_limit)
+        except solver.InfeasibleError:
+            rows.append([strategy, "infeasible", "", "", "", "", ""])
+            continue
+        r = res.report
+        rows.append([strategy, res.status, format_energy(r.energy_j),
+                     f"{r.energy_j / store_all_j - 1:+.3%}", format_bytes(r.peak_ram_bytes),
+                     f"{r.n_recompute}/{r.n_page_out}/{r.n_page_in}", f"{res.solve_s:.2f}"])
+        if strategy == "poet":
+            best = res
+    return rows, best
+
+
+def cmd_demo(args) -> int:
+    """The main job on built-in defaults: trace, solve every strategy at one budget, verify."""
+    from .replay import verify
+
+    if not 0 <= args.budget <= 1:
+        raise ValueError(f"--budget must be between 0 (the minimum feasible RAM) and 1 (the "
+                         f"store-all peak), got {args.budget}")
+    check_time_limit(args.time_limit, "--time-limit")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec, (model, loss_fn, inputs, targets), graph, problem = _demo_problem(args, out)
+    rows, best = _demo_solves(problem, args.time_limit)
+    print(table(rows, ["strategy", "status", "energy", "vs store-all", "peak RAM",
+                       "remat/out/in", "solve s"]))
+    if best is None or best.schedule is None:
+        print("POET found no schedule at this budget")
+        return 1
+    sched = best.schedule
+    sched.extra.update({"model_spec": spec.to_dict(), "device": args.device,
+                        "granularity": "layer"})
+    sched.save(out / "schedule.json")
+    print()
+    rep = verify(graph, sched, model, inputs, targets, problem=problem, loss_fn=loss_fn)
+    print("replayed on real tensors against eager PyTorch:")
+    print(kv(verify_rows(rep)))
+    print("PASS" if rep.passed else "FAIL: " + "; ".join(rep.failures))
+    print(f"\nwrote {out / 'problem.json'} and {out / 'schedule.json'}")
+    return 0 if rep.passed else 1
+
+
+# ---- poet sweep / plot -------------------------------------------------------------------------
+def cmd_sweep(args) -> int:
+    from poet import sweep
+    from .plot import plot_sweep
+    from .units import format_energy
+
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad:
+        raise ValueError(f"--strategies: unknown {', '.join(bad)}; choose from "
+                         f"{', '.join(STRATEGIES)}")
+    _check_solver_options(args)
+    budgets = int(args.budgets) if args.budgets.isdigit() else args.budgets
+    source = args.model
+    if not _is_problem_file(args.model):
+        if not args.device:
+            raise ValueError("--device is required when MODEL is a model (not a problem JSON)")
+        source = _spec_from_args(args)
+    runtime = [r for r in args.runtime_budgets.split(",")] if args.runtime_budgets else None
+    executor = "dask" if args.scheduler else ("serial" if args.workers == 1 else None)
+    result = sweep(source, device=args.device, budgets=budgets, strategies=strategies,
+                   runtime_budgets=runtime, time_limit_s=args.time_limit, backend=args.backend,
+                   threads=args.threads, gap=args.gap, executor=executor,
+                   scheduler=args.scheduler, out_dir=args.out,
+                   save_schedules=args.save_schedules, progress=not args.json)
+    plots = plot_sweep(result, args.out, formats=("png", args.format))
+    if args.json:
+        print(json.dumps({"csv": str(result.csv_path), "json": str(result.json_path),
+                          "plots": {k: [str(p) for p in v] for k, v in plots.items()},
+                          "solved": result.n_solved, "cached": result.n_cached,
+                          "rows": result.rows}, indent=1, default=str))
+        return 0
+    first = result.rows[0] if result.rows else {}
+    store_all_j = first.get("store_all_energy_j", 0.0)
+    print(f"{first.get('model', '')} on {first.get('device', '')}: energy per training step above "
+          f"store-all ({format_energy(store_all_j)})")
+    rows, header = sweep_rows(result, strategies)
+    print(table(rows, header))
+    print(f"\n{result.n_solved} points solved, {result.n_cached} from the cache")
+    print(f"wrote {result.csv_path}, {result.json_path}")
+    for paths in plots.values():
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from solver import Problem, Schedule
+    from poet import SweepResult
+    from .plot import plot_ram_trace, plot_schedule_matrices, plot_sweep
+    from .units import parse_bytes
+
+    formats = ("png", args.format)
+    if args.schedule or args.problem:
+        if not (args.schedule and args.problem):
+            raise ValueError("--schedule and --problem go together (the plots of one schedule)")
+        problem, schedule = Problem.load(args.problem), Schedule.load(args.schedule)
+        if args.budget:
+            problem = problem.with_budgets(ram_budget_bytes=parse_bytes(args.budget))
+        out = Path(args.out or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"schedule_matrices": plot_schedule_matrices(problem, schedule,
+                                                               out / "schedule_matrices",
+                                                               formats=formats),
+                   "ram_trace": plot_ram_trace(problem, schedule, out / "ram_trace",
+                                               formats=formats)}
+    else:
+        if not args.sweep_dir:
+            raise ValueError("give a sweep folder (from poet sweep --out), or --problem and "
+                             "--schedule")
+        result = SweepResult.load(args.sweep_dir)
+        budget = parse_bytes(args.budget) if args.budget else None
+        written = plot_sweep(result, args.out or args.sweep_dir, strategy=args.strategy,
+                             ram_budget_bytes=budget, formats=formats)
+    for paths in written.values():
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0

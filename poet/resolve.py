@@ -1,0 +1,138 @@
+"""Which problem a schedule is checked against, and whether a model and a batch fit the graph.
+
+Before the executor runs anything, :func:`resolve_problem` finds the `solver.Problem` the
+schedule must satisfy (the one given, the graph priced on the schedule's device, or the
+graph's bare structure) and checks that it describes the traced graph and carries the
+schedule's fingerprint; :func:`check_batch` and :func:`check_model` refuse a batch or a model
+the graph was not traced for. Each raises :class:`poet.errors.ReplayError` saying what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from solver import Problem, Schedule
+
+from .errors import ReplayError
+from .graph import TrainingGraph
+
+__all__ = ["structural_problem", "resolve_problem", "for_problem", "check_batch", "check_model"]
+
+
+def structural_problem(graph: TrainingGraph) -> Problem:
+    """A cost-free `solver.Problem` of the graph (:func:`poet.costs.graph_to_problem` with no
+    price), named ``"<graph name>@structure"``.
+
+    Enough for the simulator to check a schedule's rules and predict its memory; its
+    fingerprint differs from any priced problem's.
+    """
+    from .costs import graph_to_problem
+
+    return graph_to_problem(graph, name=f"{graph.name}@structure")
+
+
+def _check_problem_matches(graph: TrainingGraph, problem: Problem) -> None:
+    if problem.T != graph.T:
+        raise ReplayError(f"the problem has {problem.T} nodes but the traced graph has {graph.T}: "
+                          f"they describe different models (or batch/train settings)")
+    if sorted(map(tuple, problem.edges)) != sorted(map(tuple, graph.edges)):
+        raise ReplayError("the problem's edges differ from the traced graph's: they describe "
+                          "different models")
+    for pn, gn in zip(problem.nodes, graph.nodes):
+        if (pn.out_bytes, pn.workspace_bytes) != (gn.out_bytes, gn.workspace_bytes):
+            raise ReplayError(f"node {gn.id} ({gn.name!r}): the problem says out_bytes={pn.out_bytes}, "
+                              f"workspace_bytes={pn.workspace_bytes}, the traced graph "
+                              f"{gn.out_bytes}, {gn.workspace_bytes}: different models or batch sizes")
+    if problem.static_bytes != graph.static_bytes:
+        raise ReplayError(f"the problem's static_bytes ({problem.static_bytes}) differ from the traced "
+                          f"graph's ({graph.static_bytes}): another optimizer or train setting?")
+
+
+def resolve_problem(graph: TrainingGraph, schedule: Schedule, problem: Problem | None = None,
+                    device: Any = None) -> tuple[Problem, bool]:
+    """The problem to check ``schedule`` against, and whether its fingerprint was checked.
+
+    * ``problem`` given: it must describe ``graph`` (same nodes, edges, bytes), and the
+      schedule's fingerprint must be its fingerprint;
+    * else, with a device (``device`` or ``schedule.extra["device"]``): the graph is priced on
+      that device (``poet.costs.make_problem``) and the schedule's fingerprint must match;
+    * else: :func:`structural_problem` (rules and memory are checked, the fingerprint is not).
+
+    Raises ReplayError for a schedule made for another graph, naming both fingerprints.
+    """
+    fp = schedule.problem_fingerprint
+    if problem is not None:
+        if not isinstance(problem, Problem):
+            raise TypeError(f"problem must be a solver.Problem, got {type(problem).__name__}")
+        _check_problem_matches(graph, problem)
+        if fp is not None and fp != problem.fingerprint:
+            raise ReplayError(f"the schedule was made for another problem (fingerprint {fp[:23]}...); "
+                              f"the problem given has {problem.fingerprint[:23]}...")
+        return problem, fp is not None
+    device = device if device is not None else schedule.extra.get("device")
+    if device is not None and fp is not None:
+        from .costs import make_problem
+
+        priced = make_problem(graph, device)
+        if priced.fingerprint != fp:
+            spec = schedule.extra.get("model_spec")
+            made_for = f" (it records model {spec.get('model')!r}, batch {spec.get('batch_size')})" \
+                if isinstance(spec, dict) else ""
+            raise ReplayError(
+                f"the schedule was made for another graph{made_for}: its fingerprint is {fp[:23]}..., "
+                f"this model traced and priced on {device!r} gives {priced.fingerprint[:23]}... "
+                f"(model, batch shape, train= and optimizer= must be those the schedule was solved for)")
+        return priced.with_budgets(ram_budget_bytes=schedule.ram_budget_bytes), True
+    return structural_problem(graph), False
+
+
+def for_problem(schedule: Schedule, problem: Problem) -> Schedule:
+    """``schedule`` itself, or (for a structural problem, whose fingerprint no schedule carries)
+    a copy without fingerprint, so the simulator checks its rules."""
+    if schedule.problem_fingerprint in (None, problem.fingerprint):
+        return schedule
+    return dataclasses.replace(schedule, problem_fingerprint=None)
+
+
+def check_batch(graph: TrainingGraph, inputs: Any, targets: Any) -> None:
+    """Raise ReplayError unless ``inputs``/``targets`` have the traced shapes and dtypes."""
+    in_leaves = pytree.tree_leaves(inputs)
+    tgt_leaves = pytree.tree_leaves(targets)
+    expected = [(ph, graph.fx_node(ph.fx_name).meta.get("val")) for ph in graph.placeholders
+                if ph.role in ("input", "target")]
+    n_in = sum(1 for ph, _ in expected if ph.role == "input")
+    n_tgt = len(expected) - n_in
+    if len(in_leaves) != n_in or len(tgt_leaves) != n_tgt:
+        raise ReplayError(f"the graph was traced with {n_in} input and {n_tgt} target tensor(s); "
+                          f"got {len(in_leaves)} and {len(tgt_leaves)}")
+    for ph, val in expected:
+        i = int(ph.qualname[ph.qualname.index("[") + 1: ph.qualname.index("]")])
+        got = (in_leaves if ph.role == "input" else tgt_leaves)[i]
+        if not isinstance(got, torch.Tensor):
+            raise ReplayError(f"{ph.qualname} must be a tensor, got {type(got).__name__}")
+        if val is not None and (tuple(got.shape) != tuple(val.shape) or got.dtype != val.dtype):
+            raise ReplayError(f"{ph.qualname} has shape {tuple(got.shape)} and dtype {got.dtype}; the "
+                              f"schedule's graph was traced for shape {tuple(val.shape)} and dtype "
+                              f"{val.dtype} (a schedule fits one batch shape: solve again for this one)")
+
+
+def check_model(graph: TrainingGraph, model: torch.nn.Module) -> None:
+    """Raise ReplayError unless ``model`` has every traced parameter and buffer, of the traced size."""
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    for ph in graph.placeholders:
+        if ph.role not in ("param", "buffer"):
+            continue
+        table = params if ph.role == "param" else buffers
+        t = table.get(ph.qualname)
+        if t is None:
+            raise ReplayError(f"the model has no {ph.role} {ph.qualname!r}: the graph was traced from "
+                              f"another model")
+        nbytes = t.untyped_storage().nbytes()
+        if nbytes != ph.nbytes:
+            raise ReplayError(f"{ph.role} {ph.qualname!r} has {nbytes} bytes, the traced one had "
+                              f"{ph.nbytes}: the graph was traced from another model")

@@ -1,0 +1,190 @@
+"""The rewrites between a `Problem` and the numbers the staged MILP is built from, as reductions
+in the style of cvxpy's (`cvxpy/reductions/reduction.py`): `apply(problem)` returns the reduced
+problem and what is needed to go back; `invert(solution, inverse_data)` maps a solution of the
+reduced problem to one of the original.
+
+- `Stage`: schedules -> staged plans. apply gives the staged space (`solver.staged`); invert
+  turns a plan into its minimal-residency schedule; `project` maps a schedule of the original
+  into the space (for MIP starts).
+- `Scale`: bytes -> memory units, joules -> objective units. apply gives a `ScaledProblem`
+  (sizes, budgets and cost coefficients as the MILP's rows use them) and the `Scaling`;
+  invert turns an objective value (or bound) back into joules.
+
+The simulator checks every inverted schedule on the original problem (`solver.solve`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+
+from .plans import StagedPlan, plan_to_schedule, schedule_to_plan
+from .problem import Problem
+from .schedule import Schedule
+from .staged import StagedSpace, staged_space
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage: schedules <-> staged plans
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage:
+    """The staged space as a reduction (its options as for `solver.staged.staged_space`)."""
+
+    remat: bool = True
+    paging: bool = True
+    backward_remat: str = "far"
+    forward_stages: str = "skips"
+    read_in_stage: str = "all"
+
+    def apply(self, problem: Problem) -> tuple[StagedSpace, Problem]:
+        """The staged space of `problem`, and the problem (what `invert` needs)."""
+        space = staged_space(problem, remat=self.remat, paging=self.paging,
+                             backward_remat=self.backward_remat,
+                             forward_stages=self.forward_stages,
+                             read_in_stage=self.read_in_stage)
+        return space, problem
+
+    @staticmethod
+    def invert(plan: StagedPlan, problem: Problem, *, strategy: str = "poet") -> Schedule:
+        """The plan's minimal-residency schedule on the original problem."""
+        return plan_to_schedule(problem, plan, strategy=strategy)
+
+    @staticmethod
+    def project(schedule: Schedule, problem: Problem) -> StagedPlan | None:
+        """A schedule of the original as a plan (None if it leaves the staged layout)."""
+        return schedule_to_plan(problem, schedule)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale: memory in whole units, energy and time relative to store-all
+# ---------------------------------------------------------------------------------------------
+def memory_unit(problem: Problem) -> int:
+    """The gcd of every output and workspace size (1 if there is none): RAM in use is static
+    bytes plus a whole number of these units."""
+    sizes = [n.out_bytes for n in problem.nodes] + [n.workspace_bytes for n in problem.nodes]
+    return reduce(math.gcd, (s for s in sizes if s > 0), 0) or 1
+
+
+def objective_scale(problem: Problem) -> float:
+    """Objective units per store-all energy: a power of ten that puts the largest cost near 100
+    (HiGHS' absolute tolerances then sit far below every cost that matters)."""
+    e0 = problem.store_all_energy_j
+    top = max((max(n.compute_j, n.pagein_j, n.pageout_j) for n in problem.nodes), default=0.0)
+    if e0 <= 0 or top <= 0:
+        return 1.0
+    return 10.0 ** round(math.log10(100.0 * e0 / top))
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Units of the MILP: bytes / unit_bytes, joules / energy_j, seconds / time_s (the inverse
+    data of `Scale`)."""
+
+    unit_bytes: int
+    energy_j: float
+    time_s: float
+    store_all_energy_j: float
+    store_all_time_s: float
+
+    @classmethod
+    def of(cls, problem: Problem, objective_scale: float = 1.0) -> Scaling:
+        """objective_scale: objective units per store-all energy (1: the objective is the
+        relative overhead above store-all)."""
+        e0, s0 = problem.store_all_energy_j, problem.store_all_time_s
+        return cls(memory_unit(problem), (e0 if e0 > 0 else 1.0) / objective_scale,
+                   s0 if s0 > 0 else 1.0, e0, s0)
+
+    @property
+    def objective_per_store_all(self) -> float:
+        """Objective units in one store-all energy (to turn a relative gap into an absolute one)."""
+        return (self.store_all_energy_j if self.store_all_energy_j > 0 else 1.0) / self.energy_j
+
+    def units(self, nbytes: int) -> int:
+        """Whole memory units in nbytes (rounded down)."""
+        return nbytes // self.unit_bytes
+
+    def to_energy_j(self, overhead: float) -> float:
+        """Joules of an objective value: store-all energy + overhead x energy_j."""
+        return self.store_all_energy_j + overhead * self.energy_j
+
+    def to_overhead(self, energy_j: float) -> float:
+        """The objective value of a schedule of `energy_j` joules (the inverse of to_energy_j)."""
+        return (energy_j - self.store_all_energy_j) / self.energy_j
+
+
+@dataclass(frozen=True)
+class ScaledProblem:
+    """The problem's numbers as the MILP's rows use them.
+
+    b[i], w[i]: out_bytes and workspace_bytes of node i in row units (whole memory units times
+    `shift`); ram, flash: the budgets above static bytes in row units (flash None without a
+    flash budget); compute / page_in / page_out: objective coefficients per node (joules /
+    energy_j); compute_s / page_in_s / page_out_s: time coefficients per node (seconds /
+    time_s); runtime: the runtime budget minus the store-all time in time units (None without
+    a runtime budget).
+    """
+
+    problem: Problem
+    shift: float
+    b: list[float]
+    w: list[float]
+    ram: float
+    flash: float | None
+    compute: list[float]
+    page_in: list[float]
+    page_out: list[float]
+    compute_s: list[float]
+    page_in_s: list[float]
+    page_out_s: list[float]
+    runtime: float | None
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Memory in gcd units (times a power of two, with mem_scale), energies relative to
+    store-all (times `objective_scale` units, by default `objective_scale(problem)`)."""
+
+    objective_scale: float | None = None
+    mem_scale: bool = True
+
+    def apply(self, problem: Problem) -> tuple[ScaledProblem, Scaling]:
+        """The scaled numbers and the `Scaling` that maps objective values back to joules.
+        The problem must have a RAM budget of at least its static bytes."""
+        scale = objective_scale(problem) if self.objective_scale is None else self.objective_scale
+        sc = Scaling.of(problem, scale)
+        nodes = problem.nodes
+        free_bytes = problem.ram_budget_bytes - problem.static_bytes
+        # memory rows: whole gcd units, times a power of two that brings the budget near 2^10
+        # (exact in floating point). Binaries a hair off 0/1 (solvers return them within ~1e-9)
+        # and the row tolerance (1e-7 scaled) may overstate what fits by less than `slack`
+        # units; RAM in use is a whole number of units, so floor(slack) off the budget keeps
+        # rounded solutions within it (floor(slack) is 0 below a billion units; solve() checks
+        # every schedule anyway).
+        shift = 2.0 ** -max(0, sc.units(free_bytes).bit_length() - 11) if self.mem_scale else 1.0
+        slack = 1e-9 * sum(sc.units(n.out_bytes) for n in nodes) + 1e-7 / shift
+
+        def budget(nbytes: int) -> float:
+            return (sc.units(nbytes) - math.floor(slack)) * shift
+
+        fb = problem.flash_budget_bytes
+        rb = problem.runtime_budget_s
+        scaled = ScaledProblem(
+            problem, shift,
+            b=[sc.units(n.out_bytes) * shift for n in nodes],
+            w=[sc.units(n.workspace_bytes) * shift for n in nodes],
+            ram=budget(free_bytes), flash=None if fb is None else budget(fb),
+            compute=[n.compute_j / sc.energy_j for n in nodes],
+            page_in=[n.pagein_j / sc.energy_j for n in nodes],
+            page_out=[n.pageout_j / sc.energy_j for n in nodes],
+            compute_s=[n.compute_s / sc.time_s for n in nodes],
+            page_in_s=[n.pagein_s / sc.time_s for n in nodes],
+            page_out_s=[n.pageout_s / sc.time_s for n in nodes],
+            runtime=None if rb is None else (rb - sc.store_all_time_s) / sc.time_s)
+        return scaled, sc
+
+    @staticmethod
+    def invert(overhead: float, scaling: Scaling) -> float:
+        """Joules of an objective value (or bound) of the scaled problem."""
+        return scaling.to_energy_j(overhead)

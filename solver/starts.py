@@ -1,0 +1,76 @@
+"""The schedules a MILP strategy of `solver.solve` starts from and falls back on: the heuristics
+that fit, the caller's own starts, and the cheapest of them projected into the staged space (the
+MIP start)."""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import InfeasibleError, ScheduleError
+from .milp import MilpModel
+from .plans import StagedPlan, plan_energy
+from .problem import Problem
+from .reductions import Stage
+from .schedule import Schedule
+from .simulate import SimReport, simulate
+from .strategies import Strategy, get_strategy
+
+log = logging.getLogger(__name__)
+
+Found = dict[str, tuple[Schedule, SimReport]]      # name -> a fitting schedule and its report
+
+
+def run_baseline(problem: Problem, name: str) -> tuple[Schedule, SimReport] | None:
+    """The baseline's schedule and report if it fits every budget, else None."""
+    try:
+        sched = get_strategy(name).function(problem)
+    except InfeasibleError as e:
+        log.info("baseline %s: %s", name, e)
+        return None
+    try:
+        rep = simulate(problem, sched)
+    except ScheduleError as e:   # a baseline that breaks a budget or a rule is not a fallback
+        log.warning("baseline %s produced a schedule the simulator rejects: %s", name, e)
+        return None
+    sched.predicted = rep.predicted()
+    return sched, rep
+
+
+def check_start(problem: Problem, given: Schedule, k: int, spec: Strategy
+                 ) -> tuple[Schedule, SimReport]:
+    """A copy of start k with its simulator report, or ValueError saying why it cannot serve."""
+    if not isinstance(given, Schedule):
+        raise ValueError(f"starts[{k}] must be a solver.Schedule, got {type(given).__name__}")
+    sched = Schedule(list(given.instructions), problem_fingerprint=given.problem_fingerprint,
+                     strategy=given.strategy, ram_budget_bytes=problem.ram_budget_bytes,
+                     extra=dict(given.extra))
+    try:
+        rep = simulate(problem, sched)
+    except ValueError as e:
+        raise ValueError(f"starts[{k}] ({given.strategy}) is not a valid schedule of this "
+                         f"problem: {e}") from None
+    if not spec.remat and rep.n_recompute:
+        raise ValueError(f"starts[{k}] ({given.strategy}) recomputes, but remat is off")
+    if not spec.paging and rep.n_page_out:
+        raise ValueError(f"starts[{k}] ({given.strategy}) pages out, but paging is off")
+    return sched, rep
+
+
+def best_start(problem: Problem, model: MilpModel, found: Found) -> StagedPlan | None:
+    """Project every fitting baseline into the staged space and return the cheapest image that
+    satisfies the model's rows (the MIP start), or None if no baseline has one."""
+    best = None
+    for name, (sched, _) in found.items():
+        plan = Stage.project(sched, problem)
+        if plan is None:
+            continue
+        values = model.encode(plan)
+        if values is None or model.violations(values):
+            continue
+        e = plan_energy(problem, plan)
+        if best is None or e < best[0]:
+            best = (e, plan, name)
+    if best is None:
+        return None
+    log.info("MIP start from %s (%.6g J)", best[2], best[0])
+    return best[1]
