@@ -344,16 +344,21 @@ def _reject_constant(c: str):
 
 
 def read_json(path: str | os.PathLike, *, what: str) -> Any:
-    """Read a JSON file; NaN/Infinity and syntax errors become a ProblemError-style message."""
+    """Read a JSON file; NaN/Infinity, syntax errors, text that is not UTF-8 and nesting too
+    deep for the parser (its RecursionError) become a ProblemError (a ScheduleError for a
+    schedule) naming the file."""
     p = Path(path)
+    err = ProblemError if what == "problem" else _schedule_error()
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} file not found: {p}") from None
+    except UnicodeDecodeError as e:
+        raise err(f"{p}: not a valid {what} JSON file: it is not UTF-8 text ({e.reason} at "
+                  f"byte {e.start})") from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as e:
-        err = ProblemError if what == "problem" else _schedule_error()
+    except (ValueError, RecursionError) as e:
         raise err(f"{p}: not a valid {what} JSON file: {e}") from None
 
 

@@ -210,3 +210,18 @@ def test_node_fields_are_read_as_their_file_form():
     assert all(type(getattr(n, f)) is float for f in _COST_FIELDS)
     with pytest.raises(ProblemError, match=r"nodes\[0\]\.out_bytes must be a whole number"):
         Problem([Node(0, "a", "forward", 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)], [])
+
+
+@pytest.mark.parametrize("what", ["problem", "schedule"])
+def test_hostile_json_files_get_the_loaders_error_naming_the_file(tmp_path, what):
+    from solver import Schedule, ScheduleError
+
+    load, err = (Problem.load, ProblemError) if what == "problem" else (Schedule.load, ScheduleError)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(err, match=r"deep\.json: not a valid .* JSON file"):
+        load(deep)
+    bad = tmp_path / "latin1.json"
+    bad.write_bytes(b'{"name": "\xff\xfe"}')
+    with pytest.raises(err, match=r"latin1\.json: not a valid .* JSON file: it is not UTF-8"):
+        load(bad)
