@@ -14,12 +14,16 @@ What a sweep does, in order:
 2. Resolves the budgets (`poet.budgets`) and forms one point per (strategy, RAM budget, runtime
    budget).
 3. Looks every point up in the cache (`cache_dir`, by default ``out_dir/cache``): a file named by
-   the sha256 of the problem fingerprint, the budgets, the strategy and the solver options.
+   the sha256 of the problem fingerprint, the budgets, the strategy and the solver options. A
+   cache file is input like any other: one that does not read, is for other inputs, or whose
+   schedule does not simulate to its row (`check_cached_point`) is solved again, with a warning
+   naming the file (logged on "poet.sweep" and kept in `SweepResult.warnings`).
 4. Solves the others in parallel (`poet.runner`: a process pool, Dask, this process or any
    `concurrent.futures.Executor`; `solve_point` in each worker: plain data in, plain data out,
-   no torch), writing each point's cache file atomically in this process as soon as it
-   finishes. An interrupted sweep (Ctrl-C, a crash, a killed worker) loses nothing finished:
-   run it again and it solves only the rest.
+   no torch; the pool's workers die with this process, even when it is SIGKILLed), writing
+   each point's cache file atomically in this process as soon as it finishes. An interrupted
+   sweep (Ctrl-C, a crash, a killed worker) loses nothing finished: run it again and it solves
+   only the rest.
 5. Sorts the rows (runtime budget, RAM budget, strategy in the order given), fills the per-budget
    column ``poet_le_all``, and writes ``out_dir/sweep.csv``, ``out_dir/sweep.json`` and
    ``out_dir/problem.json`` atomically (and, with ``save_schedules=True``, every schedule under
@@ -36,6 +40,7 @@ This module is private: `poet.sweep` is the function `sweep` (``poet/__init__.py
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import hashlib
 import json
 import logging
@@ -54,11 +59,11 @@ from solver.strategies import MILP_STRATEGIES, STRATEGIES
 
 from .budgets import resolve_budgets, resolve_flash_budget, resolve_runtime_budgets
 from .runner import Runner, executor_kind, progress_bar
-from .sweepfiles import (COLUMNS, SOLVER_COLUMNS, model_device, read_point, read_sweep,
+from .sweepfiles import (COLUMNS, SOLVER_COLUMNS, load_point, model_device, read_sweep,
                          write_outputs, write_point)
 
 __all__ = ["SolveOptions", "Point", "SweepResult", "sweep", "solve_point", "point_key",
-           "poet_le_all", "RELATIVE_SLACK"]
+           "check_cached_point", "poet_le_all", "RELATIVE_SLACK"]
 
 _log = logging.getLogger("poet.sweep")
 
@@ -177,7 +182,9 @@ class SweepResult:
     `rows`: one dict per point with the COLUMNS (None for an empty cell), sorted by runtime
     budget (no limit last), RAM budget, then strategy in the order given. `problem`: the swept
     problem (its budgets unset). `n_solved` / `n_cached`: points solved in this run / read from
-    the cache. `schedule(strategy, budget)` returns a point's schedule.
+    the cache. `warnings`: one line per cache file that did not check out and was solved again
+    (also logged on the "poet.sweep" logger). `schedule(strategy, budget)` returns a point's
+    schedule.
     """
 
     rows: list[dict]
@@ -188,6 +195,7 @@ class SweepResult:
     options: SolveOptions
     n_solved: int = 0
     n_cached: int = 0
+    warnings: list[str] = field(default_factory=list)
     out_dir: Path | None = None
     csv_path: Path | None = None
     json_path: Path | None = None
@@ -250,7 +258,8 @@ def poet_le_all(rows: list[dict]) -> list[dict]:
 def sweep(problem_or_spec, *, device=None, budgets=8, strategies=STRATEGIES,
           runtime_budgets=None, flash_budget="keep", time_limit_s: float = 60,
           backend: str = "auto", threads: int | None = 1, gap: float = 1e-4, executor=None,
-          scheduler: str | None = None, out_dir: str | os.PathLike | None = None,
+          scheduler: str | None = None, workers: int | None = None,
+          out_dir: str | os.PathLike | None = None,
           cache_dir: str | os.PathLike | None = None, save_schedules: bool = False,
           progress: bool = True) -> SweepResult:
     """Solve `problem_or_spec` at every (strategy, RAM budget, runtime budget) and tabulate.
@@ -265,16 +274,24 @@ def sweep(problem_or_spec, *, device=None, budgets=8, strategies=STRATEGIES,
     strategies: names from solver.STRATEGIES, in the order rows are sorted by.
     time_limit_s, backend, threads, gap: passed to `solver.solve` (and part of the cache key).
     executor, scheduler: where the solves run (`poet.runner`).
+    workers: the number of worker processes of the process pool (executor None or "process";
+        default one per core, never more than there are points to solve); 1 is also accepted
+        with executor="serial". The workers die with this process (even on SIGKILL).
     out_dir: where sweep.csv, sweep.json and problem.json go (None: nothing is written).
     cache_dir: the per-point cache (default out_dir/"cache"; None without out_dir: no cache).
+        A cached point is used only if it checks out: its file reads as a point of this key,
+        its inputs are this point's, its schedule simulates on this problem within the point's
+        budgets and gives the row's energy, time, peaks and counts. Otherwise it is solved again
+        (and its file rewritten), with a warning naming the file (`SweepResult.warnings`).
     save_schedules: also write every schedule to out_dir/schedules/.
     progress: a tqdm bar on stderr (points done, time left).
 
-    Raises ValueError/TypeError for bad arguments before anything is solved; KeyboardInterrupt
+    Raises ValueError/TypeError for bad arguments (budgets included) before anything is solved
+    or written; KeyboardInterrupt
     passes through after the worker processes are stopped (finished points stay cached).
     """
     options = SolveOptions(time_limit_s=time_limit_s, backend=backend, threads=threads, gap=gap)
-    strategies = _check_arguments(strategies, backend, executor, scheduler, out_dir,
+    strategies = _check_arguments(strategies, backend, executor, scheduler, workers, out_dir,
                                   save_schedules)
     problem = _load_input(problem_or_spec, device)
     if flash_budget != "keep":
@@ -295,18 +312,19 @@ def sweep(problem_or_spec, *, device=None, budgets=8, strategies=STRATEGIES,
     _log.info("sweep %s: %d points (%d budgets x %d strategies x %d runtime budgets), %d cached",
               problem.name or model_device(problem)[0], len(run.points), len(ram_budgets),
               len(strategies), len(rt_budgets), run.n_cached)
-    run.solve(executor, scheduler, progress)
+    run.solve(executor, scheduler, workers, progress)
     rows, schedules = run.rows()
     result = SweepResult(rows=rows, problem=problem, strategies=strategies, budgets=ram_budgets,
                          runtime_budgets=rt_budgets, options=options, n_solved=run.n_solved,
-                         n_cached=run.n_cached, out_dir=out, schedules=schedules)
+                         n_cached=run.n_cached, warnings=run.warnings, out_dir=out,
+                         schedules=schedules)
     if out is not None:
         write_outputs(result, out, cdir, {pt.at: k for pt, k in run.keys.items()},
                       save_schedules)
     return result
 
 
-def _check_arguments(strategies, backend, executor, scheduler, out_dir,
+def _check_arguments(strategies, backend, executor, scheduler, workers, out_dir,
                      save_schedules) -> tuple[str, ...]:
     """The strategies as a tuple of names; ValueError for a bad argument (before any tracing)."""
     if isinstance(strategies, str):
@@ -320,11 +338,28 @@ def _check_arguments(strategies, backend, executor, scheduler, out_dir,
     if save_schedules and out_dir is None:
         raise ValueError("save_schedules=True needs out_dir (the schedules go to "
                          "out_dir/schedules)")
-    executor_kind(executor, scheduler)    # a bad executor fails now, not after the tracing
+    kind = executor_kind(executor, scheduler)   # a bad executor fails now, not after tracing
+    _check_workers(workers, kind)
     from solver.backends import BACKENDS
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     return strategies
+
+
+def _check_workers(workers, kind: str) -> None:
+    """workers: None or a whole number >= 1, for the process pool (1 also for "serial")."""
+    if workers is None:
+        return
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1 (worker processes) or None (one "
+                         f"per core), got {workers!r}")
+    if kind == "serial" and workers != 1:
+        raise ValueError(f"workers={workers} contradicts executor='serial' (one process); give "
+                         f"executor=None for a pool of {workers} processes")
+    if kind in ("dask", "instance"):
+        what = "the Dask cluster" if kind == "dask" else "the executor given"
+        raise ValueError(f"workers applies to the process pool (executor=None or 'process') "
+                         f"only; with {kind} the pool size is that of {what}: leave workers None")
 
 
 def _load_input(problem_or_spec, device) -> Problem:
@@ -368,6 +403,87 @@ def _points(strategies: tuple[str, ...], ram_budgets: list[int],
                                  strategies.index(p.strategy)))
 
 
+# ---- worker processes that die with the sweep ------------------------------------------------
+
+class _SweepRunner(Runner):
+    """`poet.runner.Runner` whose process pool has `workers` processes (None: the runner's
+    default, one per core); like the runner's own pool they die with this process
+    (`poet.signals.worker_init`), and a pool replaced after a worker died is made the same way."""
+
+    def __init__(self, executor, scheduler, n_tasks: int, workers: int | None):
+        self.requested_workers, self.n_tasks = workers, n_tasks
+        super().__init__(executor, scheduler, n_tasks)
+
+    def _pool(self) -> cf.ProcessPoolExecutor:
+        if self.requested_workers is not None:
+            self.workers = max(1, min(self.requested_workers, self.n_tasks))
+        return super()._pool()
+
+
+# ---- the points of one sweep ----------------------------------------------------------------
+
+_NO_SCHEDULE_STATUSES = ("infeasible", "timeout-without-solution")
+_SCHEDULE_STATUSES = ("optimal", "feasible")
+# the row's columns that simulating its schedule gives again: floats within 1e-9, ints exactly
+_SIMULATED = {"energy_j": "energy_j", "time_s": "time_s", "peak_ram_bytes": "peak_ram_bytes",
+              "peak_flash_bytes": "peak_flash_bytes", "recomputes": "n_recompute",
+              "page_ins": "n_page_in", "page_outs": "n_page_out"}
+_SPLIT = ("compute_j", "pagein_j", "pageout_j")
+_FLOAT_COLUMNS = ("gap", "gap_overhead", "bound_j", "solve_s")
+_TEXT_COLUMNS = ("backend", "source", "error")
+
+
+def check_cached_point(problem: Problem, pt: Point, inputs: dict, data: dict) -> str | None:
+    """Why a cached point (a cache file's contents, its form checked by
+    `poet.sweepfiles.load_point`) cannot be used for `pt` of `problem`, or None when it can.
+    `inputs`: what the point depends on (`_key_inputs`). Its schedule is simulated again."""
+    if data.get("inputs") != inputs:
+        got = data.get("inputs")
+        fp = got.get("problem_fingerprint") if isinstance(got, dict) else None
+        if fp != inputs["problem_fingerprint"]:
+            return f"it was solved for another problem (fingerprint {str(fp)[:19]}...)"
+        return "its inputs (budgets, strategy, solver options) are not this point's"
+    row = data["row"]
+    status = row.get("status")
+    for col in _FLOAT_COLUMNS:
+        v = row.get(col)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v)):
+            return f"its row's {col} is {v!r}, not a finite number or null"
+    for col in _TEXT_COLUMNS:
+        if row.get(col) is not None and not isinstance(row.get(col), str):
+            return f"its row's {col} is {row.get(col)!r}, not a string or null"
+    sched_dict = data.get("schedule")
+    if sched_dict is None:
+        if status not in _NO_SCHEDULE_STATUSES:
+            return f"its row has status {status!r} but no schedule"
+        filled = [c for c in (*_SIMULATED, *_SPLIT) if row.get(c) is not None]
+        return f"its row has {', '.join(filled)} but no schedule" if filled else None
+    if status not in _SCHEDULE_STATUSES:
+        return f"its row has status {status!r} and a schedule"
+    try:
+        sched = Schedule.from_dict(sched_dict)
+        if sched.problem_fingerprint != problem.fingerprint:
+            return "its schedule was made for another problem (fingerprint " \
+                   f"{str(sched.problem_fingerprint)[:19]}...)"
+        p = problem.with_budgets(ram_budget_bytes=pt.ram_budget_bytes,
+                                 runtime_budget_s=pt.runtime_budget_s)
+        rep = solver.simulate(p, sched)
+    except Exception as e:    # data from a file: whatever breaks, the point is solved again
+        return f"its schedule does not simulate: {type(e).__name__}: {e}"
+    got = {col: getattr(rep, attr) for col, attr in _SIMULATED.items()}
+    got.update({col: rep.split[col] for col in _SPLIT})
+    for col, want in got.items():
+        have = row.get(col)
+        if isinstance(have, bool) or not isinstance(have, (int, float)):
+            return f"its row's {col} is {have!r}; the schedule simulates to {want!r}"
+        same = have == want if isinstance(want, int) else math.isclose(have, want,
+                                                                       rel_tol=1e-9)
+        if not same:
+            return f"its row's {col} is {have!r}; the schedule simulates to {want!r}"
+    return None
+
+
 class _Run:
     """One sweep's points and what is known of them: the cache keys, the finished points
     ({"row", "schedule"} by point, cached ones included), how many were solved now."""
@@ -379,11 +495,21 @@ class _Run:
         fp, flash = problem.fingerprint, problem.flash_budget_bytes
         self.keys = {pt: point_key(fp, pt, flash, options) for pt in points}
         self.done: dict[Point, dict] = {}
+        self.warnings: list[str] = []
         if cdir is not None:
             for pt in points:
-                cached = read_point(cdir / f"{self.keys[pt]}.json", self.keys[pt])
+                path = cdir / f"{self.keys[pt]}.json"
+                cached, why = load_point(path, self.keys[pt])
                 if cached is not None:
+                    why = check_cached_point(problem, pt, _key_inputs(fp, pt, flash, options),
+                                             cached)
+                if why is None and cached is not None:
                     self.done[pt] = cached
+                elif why is not None:
+                    msg = (f"cache file {path} ({pt.strategy} at {pt.ram_budget_bytes} bytes) "
+                           f"does not check out: {why}; solving that point again")
+                    _log.warning("%s", msg)
+                    self.warnings.append(msg)
         self.n_cached = len(self.done)
         self.n_solved = 0
         self.bar = None
@@ -392,11 +518,11 @@ class _Run:
         # MILP stopped at a relative gap could otherwise land a hair above one of them)
         self.seeds = [s for s in MILP_STRATEGIES if s != "poet" and s in strategies]
 
-    def solve(self, executor, scheduler, progress: bool) -> None:
+    def solve(self, executor, scheduler, workers: int | None, progress: bool) -> None:
         """Solve the points not cached: first all but POET, then POET from their schedules."""
         todo = [pt for pt in self.points if pt not in self.done]
         self.bar = progress_bar(len(self.points), self.n_cached, progress)
-        runner = Runner(executor, scheduler, len(todo)) if todo else None
+        runner = _SweepRunner(executor, scheduler, len(todo), workers) if todo else None
         phases = [[pt for pt in todo if pt.strategy != "poet" or not self.seeds],
                   [pt for pt in todo if pt.strategy == "poet" and self.seeds]]
         interrupted = False

@@ -18,11 +18,15 @@ from collections.abc import Sequence
 import solver
 from solver import Problem
 
-from .units import parse_budget
+from .units import MAX_BYTES, parse_budget
 
-__all__ = ["MAX_COUNT", "resolve_budgets", "resolve_runtime_budgets", "resolve_flash_budget"]
+__all__ = ["MAX_COUNT", "MAX_BUDGET_BYTES", "resolve_budgets", "resolve_runtime_budgets",
+           "resolve_flash_budget"]
 
 MAX_COUNT = 1000          # a budget count larger than this is surely a size typed without unit
+# The largest RAM budget: 2**53 bytes (8 PiB) is still exact as a float, which is how plots, MILP
+# coefficients and other tools' JSON readers take it; anything larger is a typo, not a device.
+MAX_BUDGET_BYTES = MAX_BYTES   # 2**53, as poet.units takes sizes
 
 _BUDGET_FORMS = ("an int N (N budgets from the minimum feasible to the store-all peak), "
                  "'start:stop:count' ('64KiB:1MiB:12', 'min:peak:8'), a comma list "
@@ -35,8 +39,24 @@ def _device_profile(name: str):
 
 
 def _one_budget(value, problem: Problem, lo: int, hi: int, where: str) -> int:
-    """One RAM budget in bytes: bytes, a size, a multiple of the store-all peak ("0.9x"),
-    "min" (the minimum feasible RAM), "peak" (the store-all peak) or "device"."""
+    """One RAM budget in bytes (1..MAX_BUDGET_BYTES): bytes, a size, a multiple of the store-all
+    peak ("0.9x"), "min" (the minimum feasible RAM), "peak" (the store-all peak) or "device"."""
+    n = _one_budget_unchecked(value, problem, lo, hi, where)
+    if n > MAX_BUDGET_BYTES:
+        raise ValueError(f"budgets: {where}: {_magnitude(n)} bytes is more than the largest "
+                         f"budget, 2**53 bytes (8 PiB); give a size such as '256KiB'")
+    if n < 1:
+        raise ValueError(f"budgets: {where}: comes to {n} bytes; a RAM budget must be >= 1 byte")
+    return n
+
+
+def _magnitude(n: int) -> str:
+    """A huge whole number short enough for a one-line message ("about 2**1329"); str() of an
+    int above 4300 digits raises."""
+    return str(n) if n < 10 ** 20 else f"about 2**{n.bit_length() - 1}"
+
+
+def _one_budget_unchecked(value, problem: Problem, lo: int, hi: int, where: str) -> int:
     if isinstance(value, str):
         low = value.strip().lower()
         if low == "min":
@@ -47,16 +67,24 @@ def _one_budget(value, problem: Problem, lo: int, hi: int, where: str) -> int:
         kind, number = parse_budget(value, "ram")
     except ValueError as e:
         raise ValueError(f"budgets: {where}: {e}") from None
+    except ArithmeticError:       # decimal.Overflow from an exponent such as "1e1000000"
+        raise ValueError(f"budgets: {where}: {value!r} overflows; the largest budget is 2**53 "
+                         f"bytes (8 PiB)") from None
     if kind == "bytes":
         return int(number)
     if kind == "multiple":
-        return math.floor(number * hi)
+        b = number * hi
+        if not math.isfinite(b):
+            raise ValueError(f"budgets: {where}: {value!r} of the store-all peak overflows; the "
+                             f"largest budget is 2**53 bytes (8 PiB)")
+        return math.floor(b)
     if kind == "device":
-        device = problem.extra.get("device")
-        if not isinstance(device, str):
+        from .costs import recorded_device
+        device = recorded_device(problem.extra.get("device"), "the problem")
+        if device is None:
             raise ValueError(f"budgets: {where}: 'device' needs a problem made for a device "
                              f"(problem.extra['device']); give a size instead")
-        return _device_profile(device).ram_bytes
+        return _device_profile(device).usable_ram_bytes
     raise ValueError(f"budgets: {where}: {value!r} is not a RAM budget; give {_BUDGET_FORMS}")
 
 
@@ -64,7 +92,7 @@ def _count(value, where: str) -> int:
     """A budget count: a whole number 2..MAX_COUNT (an int or a string of digits)."""
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise ValueError(f"budgets: {where}: the count must be a whole number >= 2, "
                              f"got {value!r}")
         value = int(value)
@@ -112,7 +140,7 @@ def resolve_budgets(problem: Problem, budgets) -> list[int]:
         out = _spaced(lo, hi, _count(budgets, "count"))
     elif isinstance(budgets, str):
         text = budgets.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             out = _spaced(lo, hi, _count(text, "count"))
         elif ":" in text:
             out = _range(text, problem, lo, hi)
@@ -157,16 +185,25 @@ def resolve_runtime_budgets(problem: Problem, runtime_budgets) -> list[float | N
             kind, number = parse_budget(v, "runtime")
         except ValueError as e:
             raise ValueError(f"runtime_budgets: item {k}: {e}") from None
+        except ArithmeticError:   # decimal.Overflow from an exponent such as "1e1000000s"
+            raise ValueError(f"runtime_budgets: item {k} ({v!r}) overflows; a runtime budget "
+                             f"must be a finite number of seconds > 0 (or 'none')") from None
         if kind == "none":
             out.add(None)
-        elif kind == "seconds":
-            out.add(float(number))
+            continue
+        if kind == "seconds":
+            secs = float(number)
         else:  # multiple
             base = problem.store_all_time_s
             if base <= 0:
                 raise ValueError(f"runtime_budgets: item {k} ({v!r}): the store-all time is 0 s, "
                                  f"so a multiple of it is no budget; give seconds")
-            out.add(number * base)
+            secs = number * base
+        # a decimal such as "1e400s" reads as inf seconds, "1e-300x" of a short step as 0
+        if not math.isfinite(secs) or secs <= 0:
+            raise ValueError(f"runtime_budgets: item {k} ({v!r}) comes to {secs} s; a runtime "
+                             f"budget must be a finite number of seconds > 0 (or 'none')")
+        out.add(secs)
     return sorted(out, key=lambda v: (v is None, v or 0.0))
 
 
@@ -175,7 +212,10 @@ def resolve_flash_budget(problem: Problem, flash_budget, device=None) -> int | N
     flash size of `device`, else of the device the problem was made for)."""
     kind, number = parse_budget(flash_budget, "flash")
     if kind == "device":
-        dev = device or problem.extra.get("device")
+        if device is None:
+            from .costs import recorded_device
+            device = recorded_device(problem.extra.get("device"), "the problem")
+        dev = device
         if not dev:
             raise ValueError("flash_budget='device' needs a device: give device= or a "
                              "problem made for one, or give a size")

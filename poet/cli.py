@@ -9,13 +9,16 @@ code 2, never a traceback; an interrupt exits with 130.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
+import traceback
 
 from solver.backends import BACKENDS
 from solver.strategies import STRATEGIES
 
 from . import cli_commands as commands
+from . import signals
 
 EXAMPLES = {
     "sweep": ["poet sweep resnet18 --device nrf52840 --budgets 8 --out sweeps/r18-m4",
@@ -36,6 +39,8 @@ EXAMPLES = {
                 "poet inspect mlp --device nrf52840 --train bias --out mlp.json",
                 "poet inspect mypkg.models:make --device m4 --batch-size 4"],
     "profiles": ["poet profiles", "poet profiles --json"],
+    "zoo": ["poet zoo", "poet inspect mobilenetv2 --device nrf52840 --model-opt width=0.35 "
+            "--model-opt resolution=128 --model-opt layout=imagenet --train last"],
     "simulate": ["poet simulate problem.json schedule.json",
                  "poet simulate problem.json schedule.json --json"],
 }
@@ -45,19 +50,27 @@ def _epilog(name: str) -> str:
 
 
 def _add_model_args(p, *, device_required=True):
-    p.add_argument("model", help="a zoo name (mlp, resnet18, mobilenetv2, vgg11, bert, "
-                                 "cnn_dropout_bn) or module:function returning (model, loss_fn, "
-                                 "inputs, targets)")
+    p.add_argument("model", help="a zoo name (`poet zoo` lists them and their options), a "
+                                 "problem JSON file where the command takes one, or "
+                                 "module:function returning (model, loss_fn, inputs, targets)")
     p.add_argument("--device", required=device_required,
                    help="a built-in profile name (see `poet profiles`) or a path to a TOML profile")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--train", default="all",
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 1)")
+    p.add_argument("--train", default=None,
                    help="all | bias | last | a comma list of module names to update (default all)")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "sgd_momentum", "adam"],
+    p.add_argument("--optimizer", default=None, choices=["sgd", "sgd_momentum", "adam"],
                    help="optimizer whose state counts as static memory (default sgd)")
-    p.add_argument("--granularity", default="layer", choices=["layer", "op"],
+    p.add_argument("--granularity", default=None, choices=["layer", "op"],
                    help="one node per layer call (default) or per ATen op")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model's weights and batch")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the model's weights and batch (default 0)")
+    _add_model_opt(p)
+
+
+def _add_model_opt(p):
+    p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a zoo model option, e.g. --model-opt width=0.35 --model-opt "
+                        "resolution=128 (repeat for more; `poet zoo` lists them)")
 
 
 def _add_json(p):
@@ -65,6 +78,10 @@ def _add_json(p):
 
 
 # ---- one function per command's arguments ------------------------------------------------------
+def _zoo_args(p):
+    _add_json(p)
+
+
 def _profiles_args(p):
     _add_json(p)
 
@@ -101,9 +118,11 @@ def _verify_args(p):
     p.add_argument("--model", help="override the model the schedule records (zoo name or "
                                    "module:function)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: recorded)")
-    p.add_argument("--train", default="all", help="with --model: all | bias | last | modules")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "sgd_momentum", "adam"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", default=None, help="with --model: all | bias | last | modules")
+    p.add_argument("--optimizer", default=None, choices=["sgd", "sgd_momentum", "adam"],
+                   help="with --model (default sgd)")
+    p.add_argument("--seed", type=int, default=None, help="with --model (default 0)")
+    _add_model_opt(p)
     p.add_argument("--device", help="price on this device (default: the one the schedule records)")
     p.add_argument("--problem", help="the problem JSON the schedule was solved on")
     p.add_argument("--flash-dir", help="folder to page to (default: a temporary folder)")
@@ -162,6 +181,8 @@ def _simulate_args(p):
 
 # name -> (help, command, its arguments), in the order `poet --help` lists them
 COMMANDS = {
+    "zoo": ("list the built-in models and their --model-opt options", commands.cmd_zoo,
+            _zoo_args),
     "profiles": ("list the built-in device profiles", commands.cmd_profiles, _profiles_args),
     "inspect": ("trace a model's training step and print its graph and memory",
                 commands.cmd_inspect, _inspect_args),
@@ -181,9 +202,17 @@ COMMANDS = {
 
 
 # ---- entry point -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line: ``poet solve: error: ... (poet solve -h)``."""
+
+    def error(self, message: str):
+        msg = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {msg} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command (COMMANDS); each sets ``func`` to its cmd_<name>."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="poet",
         description="Energy-optimal training schedules (rematerialization + paging) for small "
                     "devices.",
@@ -193,30 +222,60 @@ def build_parser() -> argparse.ArgumentParser:
               poet profiles                         the built-in device profiles
               poet simulate p.json s.json           check a schedule and print what it costs
             """))
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (help_, func, add_args) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_, epilog=_epilog(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         add_args(p)
+        p.add_argument("--debug", action="store_true",
+                       help="print the full traceback of an error (e.g. one in your own model "
+                            "code) instead of one line")
     return parser
+
+
+# the model options' defaults; `args.model_flags` lists those the user gave (a problem file,
+# already traced, takes none of them: the commands refuse them rather than ignore them)
+MODEL_DEFAULTS = {"batch_size": 1, "train": "all", "optimizer": "sgd", "granularity": "layer",
+                  "seed": 0}
+
+
+def _fill_model_defaults(args) -> None:
+    given = []
+    for dest, default in MODEL_DEFAULTS.items():
+        if not hasattr(args, dest):
+            continue
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+        else:
+            given.append("--" + dest.replace("_", "-"))
+    if getattr(args, "model_opt", None):
+        given.append("--model-opt")
+    args.model_flags = given
+    args.batch_size_given = "--batch-size" in given
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "command", None) == "verify":
-        args.batch_size_given = args.batch_size is not None
-        if args.batch_size is None:
-            args.batch_size = 1
+    _fill_model_defaults(args)
     try:
+        signals.install()
         return args.func(args)
     except KeyboardInterrupt:
         print("poet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `poet zoo | head`: the reader left; say nothing more
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, OSError) as e:
-        msg = str(e).replace("\n", " ")
+        if args.debug:
+            traceback.print_exception(e.__cause__ or e, file=sys.stderr)
+        msg = " ".join(str(e).split())
         print(f"poet {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

@@ -17,7 +17,7 @@ from solver.strategies import STRATEGIES, get_strategy
 from .cli_tables import (PROFILE_HEADER, inspect_rows, kv, profile_rows, simulate_rows,
                          solve_json, solve_rows, sweep_rows, table, verify_rows)
 
-__all__ = ["cmd_profiles", "cmd_simulate", "cmd_inspect", "cmd_solve", "cmd_verify", "cmd_demo",
+__all__ = ["cmd_zoo", "cmd_profiles", "cmd_simulate", "cmd_inspect", "cmd_solve", "cmd_verify", "cmd_demo",
            "cmd_sweep", "cmd_plot", "DEMO_ORDER"]
 
 # poet demo: the heuristics, then the MILP strategies, POET (whose schedule is verified) last
@@ -38,23 +38,92 @@ def _is_problem_file(name: str) -> bool:
     return name.endswith(".json") or Path(name).is_file()
 
 
+def _model_options(pairs) -> dict[str, str]:
+    """--model-opt KEY=VALUE pairs as a dict (values stay strings: the zoo reads them by the
+    type each option declares)."""
+    options: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-opt: write KEY=VALUE (e.g. width=0.35), got {pair!r}")
+        if key in options:
+            raise ValueError(f"--model-opt: {key} is given twice")
+        options[key] = value.strip()
+    return options
+
+
 def _spec_from_args(args):
-    from .modelspec import ModelSpec
+    from .modelspec import ModelSpec, check_batch_size, check_seed
 
     train = args.train
     if "," in train or train not in ("all", "bias", "last"):
         train = [t for t in train.split(",") if t]
+        if not train:
+            raise ValueError(f"--train: give all, bias, last or a comma list of module names, "
+                             f"got {args.train!r}")
+    check_batch_size(args.batch_size, "--batch-size")
+    check_seed(args.seed, "--seed")
+    options = _model_options(getattr(args, "model_opt", None))
+    if options and ":" not in args.model:
+        from . import zoo
+        if args.model in zoo.names():
+            try:
+                options = zoo.parse_options(args.model, options)
+            except ValueError as e:
+                raise ValueError(f"--model-opt: {e}") from None
     return ModelSpec(model=args.model, batch_size=args.batch_size, train=train,
-                     optimizer=args.optimizer, seed=args.seed)
+                     optimizer=args.optimizer, seed=args.seed, options=options)
 
 
-# ---- poet profiles / simulate / inspect -------------------------------------------------------
+def _same_file(a, b) -> bool:
+    """True if paths `a` and `b` name the same file (existing or not)."""
+    try:
+        pa, pb = Path(a), Path(b)
+        if pa.exists() and pb.exists():
+            return pa.samefile(pb)
+        return pa.resolve() == pb.resolve()
+    except OSError:
+        return False
+
+
+def _check_outputs(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
+    """Refuse an output path equal to an input path or to another output (nothing is written)."""
+    seen = {k: v for k, v in inputs.items() if v}
+    for opt, path in outputs.items():
+        if not path:
+            continue
+        for other, earlier in seen.items():
+            if _same_file(path, earlier):
+                raise ValueError(f"{opt} {path} is the same file as {other}; write it elsewhere")
+        seen[opt] = path
+
+
+def _dumps(obj) -> str:
+    """Standard JSON (no NaN or Infinity) for --json output."""
+    return json.dumps(obj, indent=1, allow_nan=False, default=str)
+
+
+# ---- poet zoo / profiles / simulate / inspect ---------------------------------------------------
+def cmd_zoo(args) -> int:
+    from . import zoo
+
+    if args.json:
+        print(_dumps({name: [{"name": o.name, "type": o.type.__name__, "default": o.default,
+                              "help": o.help} for o in zoo.options(name)]
+                      for name in zoo.names()}))
+        return 0
+    for name in zoo.names():
+        print(zoo.describe(name))
+    return 0
+
+
 def cmd_profiles(args) -> int:
     from .profiles import list_profiles
 
     profiles = list_profiles()
     if args.json:
-        print(json.dumps([p.to_dict() for p in profiles], indent=1))
+        print(_dumps([p.to_dict() for p in profiles]))
         return 0
     print(table(profile_rows(profiles), PROFILE_HEADER))
     return 0
@@ -65,16 +134,26 @@ def cmd_simulate(args) -> int:
 
     problem = Problem.load(args.problem)
     schedule = Schedule.load(args.schedule)
+    problem = _with_schedule_budget(problem, schedule)
     r = simulate(problem, schedule)
     if args.json:
-        print(json.dumps({"energy_j": r.energy_j, "time_s": r.time_s,
+        print(_dumps({"energy_j": r.energy_j, "time_s": r.time_s,
                           "peak_ram_bytes": r.peak_ram_bytes, "peak_flash_bytes": r.peak_flash_bytes,
                           "split": r.split, "recomputes": r.n_recompute, "page_ins": r.n_page_in,
-                          "page_outs": r.n_page_out, "valid": True}, indent=1))
+                          "page_outs": r.n_page_out, "valid": True}))
         return 0
     print(f"{problem.name or args.problem}: schedule {schedule.strategy}")
     print(kv(simulate_rows(problem, schedule, r)))
     return 0
+
+
+def _with_schedule_budget(problem, schedule):
+    """The problem with the schedule's own RAM budget enforced too (the smaller of the two), as
+    `poet verify` enforces it."""
+    budgets = [b for b in (problem.ram_budget_bytes, schedule.ram_budget_bytes) if b is not None]
+    if not budgets or min(budgets) == problem.ram_budget_bytes:
+        return problem
+    return problem.with_budgets(ram_budget_bytes=min(budgets))
 
 
 def cmd_inspect(args) -> int:
@@ -101,7 +180,7 @@ def cmd_inspect(args) -> int:
         problem.save(args.out)
         info["problem_file"] = str(args.out)
     if args.json:
-        print(json.dumps(info, indent=1))
+        print(_dumps(info))
         return 0
     print(f"{spec.model} (batch {spec.batch_size}, train={spec.train}) on {info['device']}")
     print(kv(inspect_rows(graph, info, kinds)))
@@ -117,13 +196,16 @@ def _load_problem(args):
     from .costs import apply_budgets
 
     if _is_problem_file(args.model):
+        _no_model_flags(args)
         problem = Problem.load(args.model)
         budgets = {"ram_budget": args.ram if args.ram is not None else problem.ram_budget_bytes,
                    "runtime_budget": (args.runtime if args.runtime is not None
                                       else problem.runtime_budget_s),
                    "flash_budget": (args.flash if args.flash is not None
                                     else problem.flash_budget_bytes)}
-        return apply_budgets(problem, args.device, **budgets), None
+        if args.device:
+            return _repriced(problem, args, budgets), None
+        return apply_budgets(problem, None, **budgets), None
     if not args.device:
         raise ValueError("--device is required when MODEL is a model (not a problem JSON file)")
     from .modelspec import extract_problem
@@ -131,6 +213,27 @@ def _load_problem(args):
                                      ram_budget=args.ram, runtime_budget=args.runtime,
                                      flash_budget=args.flash, granularity=args.granularity)
     return problem, graph
+
+
+def _no_model_flags(args, what: str = "a problem file") -> None:
+    """Refuse model options that cannot take effect (MODEL is an already traced problem)."""
+    if args.model_flags:
+        raise ValueError(f"{', '.join(args.model_flags)}: {args.model} is {what}, already "
+                         f"traced with its own model options; these apply to a model name")
+
+
+def _repriced(problem, args, budgets):
+    """A problem file priced for --device: repriced from the graph counts it records, or refused."""
+    import dataclasses
+    from .costs import has_counts, reprice
+
+    if not has_counts(problem):
+        raise ValueError(f"--device {args.device}: {args.model} records no graph counts to "
+                         f"reprice from (it was not made by poet inspect/solve); solve it with "
+                         f"the prices it has (omit --device), or trace the model on that device")
+    repriced = reprice(problem, args.device, **budgets)
+    kept = {k: v for k, v in problem.extra.items() if k in ("model_spec", "granularity")}
+    return dataclasses.replace(repriced, extra={**repriced.extra, **kept})
 
 
 def _strategy(args) -> str:
@@ -155,8 +258,10 @@ def cmd_solve(args) -> int:
     import solver
 
     _check_solver_options(args)
-    problem, _ = _load_problem(args)
     strategy = _strategy(args)
+    _check_outputs({"MODEL": args.model if _is_problem_file(args.model) else None},
+                   {"--out": args.out, "--problem-out": args.problem_out})
+    problem, _ = _load_problem(args)
     progress = None
     if not args.verbose and not args.json and sys.stderr.isatty():
         def progress(line: str) -> None:
@@ -173,7 +278,7 @@ def cmd_solve(args) -> int:
         if args.problem_out:
             problem.save(args.problem_out)
     if args.json:
-        print(json.dumps(solve_json(problem, result), indent=1))
+        print(_dumps(solve_json(problem, result)))
     else:
         print(f"{problem.name}: strategy {strategy}")
         print(kv(solve_rows(problem, result)))
@@ -183,19 +288,37 @@ def cmd_solve(args) -> int:
 
 
 # ---- poet verify -------------------------------------------------------------------------------
+def _recorded_device(device, where):
+    """A device name read from a file: a built-in profile name only (a file's text is never
+    opened as a path)."""
+    from .costs import recorded_device
+
+    return recorded_device(device, str(where))
+
+
 def _verify_spec(args, schedule):
     """The model to rebuild: --model, else the one the schedule records (--batch-size applied)."""
     from .modelspec import ModelSpec
 
+    from .modelspec import check_batch_size
+
     recorded = schedule.extra.get("model_spec")
     if args.model:
         return _spec_from_args(args)
+    extra_flags = [f for f in args.model_flags if f != "--batch-size"]
+    if extra_flags:
+        raise ValueError(f"{', '.join(extra_flags)} apply with --model only (without it the "
+                         f"schedule's recorded model options are used)")
     if recorded is None:
         raise ValueError(f"{args.schedule} records no model; name it with --model "
                          f"(a zoo name or module:function)")
-    spec = ModelSpec.from_dict(recorded)
+    spec = ModelSpec.from_dict(recorded, where=str(args.schedule))
+    if spec.is_code:
+        raise ValueError(f"{args.schedule} records the model {spec.model!r}, a module:function; "
+                         f"poet does not import code named in a file: if you trust it, pass "
+                         f"--model {spec.model}")
     if args.batch_size_given:
-        spec = ModelSpec(spec.model, args.batch_size, spec.train, spec.optimizer, spec.seed)
+        spec = spec.replace(batch_size=check_batch_size(args.batch_size, "--batch-size"))
     return spec
 
 
@@ -211,11 +334,11 @@ def cmd_verify(args) -> int:
     granularity = schedule.extra.get("granularity", "layer")
     graph = extract(model, loss_fn, inputs, targets, granularity=granularity, train=spec.train,
                     optimizer=spec.optimizer, name=spec.model.rsplit(":", 1)[-1])
-    device = args.device or schedule.extra.get("device")
+    device = args.device or _recorded_device(schedule.extra.get("device"), args.schedule)
     rep = verify(graph, schedule, model, inputs, targets, problem=problem, loss_fn=loss_fn,
                  flash_dir=args.flash_dir, device=device)
     if args.json:
-        print(json.dumps(rep.to_dict(), indent=1))
+        print(_dumps(rep.to_dict()))
     else:
         print(f"{spec.model} (batch {spec.batch_size}, train={spec.train}): schedule "
               f"{schedule.strategy} from {args.schedule}")
@@ -320,25 +443,36 @@ def cmd_sweep(args) -> int:
         raise ValueError(f"--strategies: unknown {', '.join(bad)}; choose from "
                          f"{', '.join(STRATEGIES)}")
     _check_solver_options(args)
-    budgets = int(args.budgets) if args.budgets.isdigit() else args.budgets
+    budgets = (int(args.budgets) if args.budgets.isascii() and args.budgets.isdigit()
+               else args.budgets)
     source = args.model
-    if not _is_problem_file(args.model):
+    if _is_problem_file(args.model):
+        _no_model_flags(args)
+    else:
         if not args.device:
             raise ValueError("--device is required when MODEL is a model (not a problem JSON)")
         source = _spec_from_args(args)
     runtime = [r for r in args.runtime_budgets.split(",")] if args.runtime_budgets else None
     executor = "dask" if args.scheduler else ("serial" if args.workers == 1 else None)
-    result = sweep(source, device=args.device, budgets=budgets, strategies=strategies,
-                   runtime_budgets=runtime, time_limit_s=args.time_limit, backend=args.backend,
-                   threads=args.threads, gap=args.gap, executor=executor,
-                   scheduler=args.scheduler, out_dir=args.out,
-                   save_schedules=args.save_schedules, progress=not args.json)
+    try:
+        result = sweep(source, device=args.device, budgets=budgets, strategies=strategies,
+                       runtime_budgets=runtime, time_limit_s=args.time_limit,
+                       backend=args.backend, threads=args.threads, gap=args.gap,
+                       executor=executor, scheduler=args.scheduler,
+                       workers=None if args.scheduler else args.workers, out_dir=args.out,
+                       save_schedules=args.save_schedules, progress=not args.json)
+    except ValueError as e:
+        text = str(e)
+        for name in ("budgets", "runtime_budgets", "workers"):
+            if text.startswith(name):    # name the flag the user typed
+                raise ValueError("--" + name.replace("_", "-") + text[len(name):]) from None
+        raise
     plots = plot_sweep(result, args.out, formats=("png", args.format))
     if args.json:
-        print(json.dumps({"csv": str(result.csv_path), "json": str(result.json_path),
-                          "plots": {k: [str(p) for p in v] for k, v in plots.items()},
-                          "solved": result.n_solved, "cached": result.n_cached,
-                          "rows": result.rows}, indent=1, default=str))
+        print(_dumps({"csv": str(result.csv_path), "json": str(result.json_path),
+                      "plots": {k: [str(p) for p in v] for k, v in plots.items()},
+                      "solved": result.n_solved, "cached": result.n_cached,
+                      "warnings": list(result.warnings), "rows": result.rows}))
         return 0
     first = result.rows[0] if result.rows else {}
     store_all_j = first.get("store_all_energy_j", 0.0)

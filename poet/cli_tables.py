@@ -90,6 +90,8 @@ def solve_rows(problem, result) -> list[list[str]]:
     r = result.report
     store_all_j = problem.store_all_energy_j
     rows = [["status", result.status]]
+    if result.message:
+        rows.append(["note", " ".join(str(result.message).split())])
     if r is None:
         return rows
     overhead = r.energy_j / store_all_j - 1 if store_all_j else 0.0
@@ -126,6 +128,7 @@ def solve_json(problem, result) -> dict:
          "status": result.status, "objective_j": result.objective_j, "bound_j": result.bound_j,
          "gap": result.gap, "gap_overhead": getattr(result, "gap_overhead", None),
          "solve_s": result.solve_s, "backend": result.backend,
+         "milp_status": result.milp_status, "message": result.message,
          "n_variables": result.n_variables, "n_constraints": result.n_constraints,
          "ram_budget_bytes": problem.ram_budget_bytes,
          "store_all_energy_j": problem.store_all_energy_j}

@@ -262,6 +262,35 @@ def _counts_of(n: solver.Node) -> NodeCounts:
         raise ValueError(f"problem node {n.id} ({n.name!r}): {e}") from None
 
 
+def has_counts(problem: solver.Problem) -> bool:
+    """True if every node records the counts `reprice` needs (problems from make_problem)."""
+    return all(all(f in n.extra for f in _PRICE_FIELDS) for n in problem.nodes)
+
+
+def recorded_device(device: Any, where: str) -> str | None:
+    """A device name read from a file (a problem's or schedule's ``device``), or None.
+
+    Files are data: the name must be a built-in profile name, never a path to open.
+    """
+    if device is None:
+        return None
+    if not isinstance(device, str) or not device or "/" in device or os.sep in device \
+            or device.lower().endswith(".toml") or device.lower() not in _builtin_names():
+        raise ValueError(f"{where} records the device {str(device)[:60]!r}, which is not a "
+                         f"built-in profile name; give the profile with --device")
+    return device
+
+
+def _builtin_names() -> set[str]:
+    from .profiles import list_profiles, profile_names
+
+    names = set(profile_names())
+    for p in list_profiles():
+        names.add(p.name)
+        names.update(getattr(p, "aliases", ()) or ())
+    return {n.lower() for n in names}
+
+
 # ---- priced problems with budgets ---------------------------------------------------------------
 
 def _check_budgets(ram_budget, runtime_budget, flash_budget) -> None:
@@ -286,7 +315,8 @@ def make_problem(graph, profile: Profile | str | os.PathLike, *, ram_budget=None
     `graph` as in `graph_to_problem`; `profile` is a Profile, a built-in name or a TOML path.
 
     Budgets (see `poet.units.parse_budget`): `ram_budget` takes bytes, a size string ("256KiB"),
-    "device" (profile.ram_bytes), a multiple of the store-all peak ("0.5x") or None (no limit);
+    "device" (profile.usable_ram_bytes: the RAM minus its reserve), a multiple of the store-all
+    peak ("0.5x") or None (no limit);
     `flash_budget` takes bytes, a size string, "device" (profile.flash_bytes) or None;
     `runtime_budget` takes seconds (2.5 or "2.5s"), a multiple of the store-all time ("1.5x",
     `Problem.store_all_time_s`, the sum of compute_s in id order) or None. A multiple is rounded
@@ -351,14 +381,14 @@ def apply_budgets(problem: solver.Problem, profile: Profile | str | os.PathLike 
     runtime = parse_budget(runtime_budget, "runtime")
     flash = parse_budget(flash_budget, "flash")
     if profile is None and "device" in (ram[0], flash[0]):
-        device = problem.extra.get("device")
-        if not isinstance(device, str):
+        device = recorded_device(problem.extra.get("device"), "the problem")
+        if device is None:
             raise ValueError("a 'device' budget needs a device: this problem names none "
                              "(give a size instead, or --device)")
         profile = device
     prof = load_profile(profile) if profile is not None else None
     return problem.with_budgets(
-        ram_budget_bytes=_resolve_size(ram, problem, prof, "ram_bytes"),
+        ram_budget_bytes=_resolve_size(ram, problem, prof, "usable_ram_bytes"),
         runtime_budget_s=_resolve_runtime(runtime, problem, runtime_budget),
         flash_budget_bytes=_resolve_size(flash, problem, prof, "flash_bytes"))
 
@@ -375,7 +405,9 @@ def _resolve_size(parsed, problem: solver.Problem, profile: Profile | None,
     if kind == "device":
         return getattr(profile, device_field)
     if kind == "multiple":
-        return math.floor(number * solver.store_all_peak(problem))
+        from .units import check_max_bytes
+        return check_max_bytes(math.floor(number * solver.store_all_peak(problem)),
+                               f"{device_field.split('_')[0]} budget {number}x the store-all peak")
     raise AssertionError(kind)  # pragma: no cover - parse_budget returns only these kinds
 
 
@@ -391,5 +423,10 @@ def _resolve_runtime(parsed, problem: solver.Problem, request) -> float | None:
             raise ValueError(f"runtime budget {request!r}: the store-all time of this graph is "
                              f"0 s (no node has any compute cost), so a multiple of it is no "
                              f"budget; give seconds instead")
-        return number * store_all_s
+        seconds = number * store_all_s
+        if not math.isfinite(seconds) or seconds > 1e9:
+            raise ValueError(f"runtime budget {request!r}: {number} x the store-all time "
+                             f"({store_all_s:.3g} s) is more than 1e9 s; check the problem's "
+                             f"compute_s and page costs")
+        return seconds
     raise AssertionError(kind)  # pragma: no cover

@@ -1,80 +1,228 @@
 """Name a model on the command line and in schedule files.
 
-A model spec is either a zoo name (``"resnet18"``) or ``"package.module:function"`` where the
-function takes ``batch_size`` (keyword) and returns ``(model, loss_fn, inputs, targets)``.
+A model spec is either a zoo name (``"resnet18"``, with zoo options such as ``width=0.35``) or
+``"package.module:function"`` where the function takes ``batch_size`` (keyword) and returns
+``(model, loss_fn, inputs, targets)``.
 A schedule made by ``poet solve`` records the spec (with batch size, training mode and
 optimizer) so that ``poet verify`` can rebuild the same step.
+
+Files are data: a spec read from a problem or schedule file is shown to the user and rebuilt
+only when it names a zoo model. A ``module:function`` spec is imported and called only when
+the user names it (``--model`` on the command line, or ``ModelSpec(...).load()`` in Python);
+``ModelSpec.from_dict`` marks a spec as recorded, and ``load()`` refuses to import one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
+
+OPTIMIZER_NAMES = ("sgd", "sgd_momentum", "adam")
+MAX_BATCH_SIZE = 2**31 - 1          # torch's dimension limit on these machines' builds
+MAX_SEED = 2**63 - 1                # torch.manual_seed takes a signed 64-bit seed
+
+
+class UserCodeError(ValueError):
+    """A user's ``module:function`` failed to import, raised, or returned the wrong thing.
+
+    Its message is one line naming the spec and the exception; the original exception is its
+    ``__cause__`` (``poet --debug`` prints its traceback).
+    """
+
+
+def check_batch_size(value: Any, what: str = "batch_size") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH_SIZE:
+        raise ValueError(f"{what} must be a whole number from 1 to {MAX_BATCH_SIZE}, got {value!r}")
+    return value
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{what} must be a whole number from 0 to 2**63-1 ({MAX_SEED}), "
+                         f"got {value!r}")
+    return value
+
+
+def _check_train(value: Any, what: str) -> str | list[str]:
+    if isinstance(value, str) and value in ("all", "bias", "last"):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v
+                                                          for v in value):
+        return list(value)
+    raise ValueError(f"{what} must be 'all', 'bias', 'last' or a non-empty list of module "
+                     f"names, got {value!r}")
+
+
+def _check_options(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be an object of option names to values, got {value!r}")
+    for k, v in value.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ValueError(f"{what}: option name {k!r} is not an identifier")
+        if isinstance(v, float) and v != v:
+            raise ValueError(f"{what}: option {k!r} is NaN")
+        if not isinstance(v, (bool, int, float, str)):
+            raise ValueError(f"{what}: option {k!r} must be a number, a string or true/false, "
+                             f"got {type(v).__name__}")
+    return dict(value)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a schedule was made for: enough to rebuild the model and its example batch."""
+    """What a schedule was made for: enough to rebuild the model and its example batch.
+
+    ``recorded`` is True for a spec read from a file (``from_dict``): such a spec rebuilds
+    zoo models only and never imports a module.
+    """
 
     model: str
     batch_size: int = 1
     train: str | list[str] = "all"
     optimizer: str = "sgd"
     seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = field(default=False, compare=False)
+
+    def __post_init__(self):
+        where = "the recorded model_spec" if self.recorded else "model spec"
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"{where}: model must be a zoo name or module:function, got "
+                             f"{self.model!r}")
+        check_batch_size(self.batch_size, f"{where}: batch_size")
+        check_seed(self.seed, f"{where}: seed")
+        object.__setattr__(self, "train", _check_train(self.train, f"{where}: train"))
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise ValueError(f"{where}: optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, "
+                             f"got {self.optimizer!r}")
+        object.__setattr__(self, "options", _check_options(self.options, f"{where}: options"))
+
+    @property
+    def is_code(self) -> bool:
+        """True for a ``module:function`` spec (running it imports and calls user code)."""
+        return ":" in self.model
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {"model": self.model, "batch_size": self.batch_size, "train": self.train,
+             "optimizer": self.optimizer, "seed": self.seed}
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "ModelSpec":
+    def from_dict(cls, d: Any, *, where: str = "the schedule") -> "ModelSpec":
+        """A recorded spec from a file's ``model_spec`` object (checked; never imported)."""
         if not isinstance(d, dict) or not isinstance(d.get("model"), str):
-            raise ValueError("the schedule's model record must be an object with a 'model' string "
+            raise ValueError(f"{where}'s model_spec must be an object with a 'model' string "
                              "(a zoo name or module:function); pass --model to name one")
-        allowed = {"model", "batch_size", "train", "optimizer", "seed"}
-        return cls(**{k: v for k, v in d.items() if k in allowed})
+        allowed = {"model", "batch_size", "train", "optimizer", "seed", "options"}
+        return cls(**{k: v for k, v in d.items() if k in allowed}, recorded=True)
+
+    def replace(self, **changes) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)
 
     def load(self):
-        """(model, loss_fn, inputs, targets) for this spec."""
-        return load_model(self.model, batch_size=self.batch_size, seed=self.seed)
+        """(model, loss_fn, inputs, targets) for this spec.
+
+        A recorded ``module:function`` spec is refused (files never run code): name it
+        yourself (``--model``) to run it.
+        """
+        if self.recorded and self.is_code:
+            raise ValueError(
+                f"the file records the model {self.model!r}, a module:function; poet does not "
+                f"import code named in a file: if you trust it, pass --model {self.model} "
+                f"(or build the model in Python)")
+        return load_model(self.model, batch_size=self.batch_size, seed=self.seed,
+                          options=self.options)
 
 
-def load_model(spec: str, *, batch_size: int = 1, seed: int = 0):
+def _describe(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _allocation_error(e: BaseException, batch_size: int) -> ValueError | None:
+    text = str(e)
+    if isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text:
+        return ValueError(f"batch size {batch_size}: the model and its example batch do not fit "
+                          f"in this machine's memory ({text.split(chr(10))[0][:160]})")
+    return None
+
+
+def load_model(spec: str, *, batch_size: int = 1, seed: int = 0,
+               options: dict[str, Any] | None = None):
     """Build the model a spec names; returns (model, loss_fn, inputs, targets).
 
-    Raises ValueError naming what is wrong (unknown zoo name, module that does not import,
-    function that is missing or returns the wrong shape).
+    Raises ValueError naming what is wrong (unknown zoo name, bad option, a batch that does not
+    fit in memory), and `UserCodeError` (a ValueError) for a module:function that does not
+    import, raises, or returns the wrong thing.
     """
     from . import zoo
 
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"model must be a zoo name or module:function, got {spec!r}")
+    check_batch_size(batch_size)
+    check_seed(seed)
+    options = dict(options or {})
     if ":" not in spec:
         if spec not in zoo.names():
             raise ValueError(f"model {spec!r} is neither a zoo name ({', '.join(zoo.names())}) nor "
                              f"a module:function")
-        return tuple(zoo.get(spec, batch_size=batch_size, seed=seed))
+        try:
+            return tuple(zoo.get(spec, batch_size=batch_size, seed=seed, **options))
+        except (RuntimeError, MemoryError) as e:
+            err = _allocation_error(e, batch_size)
+            if err is None:
+                raise
+            raise err from None
+    return _load_user_model(spec, batch_size, seed, options)
+
+
+def _load_user_model(spec: str, batch_size: int, seed: int, options: dict[str, Any]):
+    import torch
+
     mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise ValueError(f"model {spec!r}: write module:function, e.g. mypkg.models:make")
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise ValueError(f"model {spec!r}: cannot import module {mod_name!r} ({e}); "
-                         f"is it on PYTHONPATH?") from None
+        raise UserCodeError(f"model {spec!r}: cannot import module {mod_name!r} ({_describe(e)}); "
+                            f"is it on PYTHONPATH?") from e
+    except Exception as e:  # the module's own code raised while importing
+        raise UserCodeError(f"model {spec!r}: importing {mod_name!r} raised {_describe(e)}") from e
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise ValueError(f"model {spec!r}: module {mod_name!r} has no function {fn_name!r}")
-    params = inspect.signature(fn).parameters
-    kwargs = {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kwargs = dict(options)
     if "batch_size" in params:
         kwargs["batch_size"] = batch_size
     if "seed" in params:
         kwargs["seed"] = seed
-    out = fn(**kwargs)
+    try:
+        out = fn(**kwargs)
+    except (RuntimeError, MemoryError) as e:
+        err = _allocation_error(e, batch_size)
+        raise (err or UserCodeError(f"model {spec!r}: {fn_name}() raised {_describe(e)}")) from e
+    except Exception as e:
+        raise UserCodeError(f"model {spec!r}: {fn_name}() raised {_describe(e)}") from e
     if not isinstance(out, (tuple, list)) or len(out) != 4:
-        raise ValueError(f"model {spec!r}: the function must return (model, loss_fn, inputs, "
-                         f"targets), got {type(out).__name__}")
+        raise UserCodeError(f"model {spec!r}: the function must return (model, loss_fn, inputs, "
+                            f"targets), got {type(out).__name__}"
+                            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    model, loss_fn, _, _ = out
+    if not isinstance(model, torch.nn.Module):
+        raise UserCodeError(f"model {spec!r}: the first item returned must be a torch.nn.Module, "
+                            f"got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise UserCodeError(f"model {spec!r}: the second item returned (loss_fn) must be "
+                            f"callable, got {type(loss_fn).__name__}")
     return tuple(out)
 
 

@@ -73,7 +73,9 @@ def resolve_problem(graph: TrainingGraph, schedule: Schedule, problem: Problem |
             raise ReplayError(f"the schedule was made for another problem (fingerprint {fp[:23]}...); "
                               f"the problem given has {problem.fingerprint[:23]}...")
         return problem, fp is not None
-    device = device if device is not None else schedule.extra.get("device")
+    if device is None:
+        from .costs import recorded_device
+        device = recorded_device(schedule.extra.get("device"), "the schedule")
     if device is not None and fp is not None:
         from .costs import make_problem
 

@@ -130,8 +130,14 @@ class Runner:
 
     # ---- the pool --------------------------------------------------------------------------
     def _pool(self) -> cf.ProcessPoolExecutor:
+        """A spawn pool whose workers die with this process (`poet.signals.worker_init`: on
+        SIGTERM/SIGHUP or when the parent dies, even by SIGKILL, a worker ends its solver
+        children and removes their files)."""
+        from .signals import worker_init
+
         return cf.ProcessPoolExecutor(max_workers=self.workers,
-                                      mp_context=multiprocessing.get_context("spawn"))
+                                      mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=worker_init)
 
     def can_restart(self) -> bool:
         """Whether a broken process pool (a worker killed, say by the OOM killer) may be

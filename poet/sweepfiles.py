@@ -25,7 +25,7 @@ from solver import Problem, Schedule
 from solver.problem import atomic_file, read_json, write_json_atomic
 
 __all__ = ["COLUMNS", "SOLVER_COLUMNS", "SWEEP_FORMAT", "POINT_FORMAT", "write_csv", "read_csv",
-           "read_point", "write_point", "write_outputs", "read_sweep", "model_device"]
+           "load_point", "read_point", "write_point", "write_outputs", "read_sweep", "model_device"]
 
 _log = logging.getLogger(__name__)
 
@@ -129,19 +129,32 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
 
 # ---- the per-point cache --------------------------------------------------------------------
 
-def read_point(path: Path, key: str) -> dict | None:
-    """A cached point, or None if the file is missing, unreadable or for another key."""
+def load_point(path: Path, key: str) -> tuple[dict | None, str | None]:
+    """A cache file's contents checked for form: (data, None); (None, None) if the file does not
+    exist; (None, why) if it cannot be read (not UTF-8, not JSON, nested too deep, NaN) or is
+    not a point of this key. The contents are not trusted beyond that: `poet._sweep` simulates
+    the schedule again before it uses the point."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, what="sweep cache")
     except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        _log.warning("ignoring unreadable cache file %s (%s); solving that point again", path, e)
-        return None
-    if not isinstance(data, dict) or data.get("format") != POINT_FORMAT or data.get("key") != key \
-            or not isinstance(data.get("row"), dict):
-        _log.warning("ignoring cache file %s: not a point of this sweep", path)
-        return None
+        return None, None
+    except (OSError, ValueError) as e:     # the loader's error names the file already
+        return None, str(e).replace(f"{path}: ", "", 1)
+    if not isinstance(data, dict) or data.get("format") != POINT_FORMAT:
+        return None, f"not a sweep cache file (format must be {POINT_FORMAT!r})"
+    if data.get("key") != key:
+        return None, "its key is not the file's name"
+    if not isinstance(data.get("row"), dict):
+        return None, "its row is not a JSON object"
+    return data, None
+
+
+def read_point(path: Path, key: str) -> dict | None:
+    """A cached point, or None if the file is missing, unreadable or for another key (a
+    warning naming the file is logged for the last two)."""
+    data, why = load_point(path, key)
+    if why is not None:
+        _log.warning("ignoring cache file %s: %s", path, why)
     return data
 
 
@@ -196,9 +209,13 @@ def write_outputs(result, out: Path, cdir: Path | None, keys: dict, save_schedul
 def _saved_schedule(row, key, cache_dir, folder: Path) -> Schedule | None:
     """A row's schedule: from the cache if it is still there, else from schedules/."""
     if key and cache_dir and (Path(cache_dir) / f"{key}.json").is_file():
-        cached = read_point(Path(cache_dir) / f"{key}.json", key)
+        path = Path(cache_dir) / f"{key}.json"
+        cached = read_point(path, key)
         if cached and cached.get("schedule"):
-            return Schedule.from_dict(cached["schedule"])
+            try:
+                return Schedule.from_dict(cached["schedule"])
+            except ValueError as e:
+                _log.warning("ignoring the schedule in cache file %s: %s", path, e)
     sf = row.get("schedule_file") if isinstance(row, dict) else None
     return Schedule.load(folder / sf) if sf else None
 

@@ -70,12 +70,29 @@ def _split(text: str) -> tuple[Decimal, str] | None:
     return number, m.group(2).lower()
 
 
+MAX_BYTES = 2**53   # 8 PiB: larger sizes are not exact in floating point (and no device has them)
+MAX_SECONDS = 1e9   # about 32 years
+
+
+def check_max_bytes(n: int, what: str) -> int:
+    """`n`, or ValueError naming `what` if it exceeds MAX_BYTES."""
+    if n > MAX_BYTES:
+        shown = f"{n:.3g}" if n < 10**300 else f"about 1e{len(str(n)) - 1}"
+        raise ValueError(f"{what}: {shown} bytes is more than the largest size poet takes "
+                         f"(2**53 B = 8 PiB)")
+    return n
+
+
 def parse_bytes(value: str | int, *, what: str = "size") -> int:
     """Bytes from an int or a size string such as "256KiB" (see the module docstring).
 
     Raises ValueError naming `what` and the accepted forms for anything else, including negative
-    sizes, NaN, infinities and booleans.
+    sizes, NaN, infinities, booleans and sizes above MAX_BYTES (8 PiB).
     """
+    return check_max_bytes(_parse_bytes(value, what), what)
+
+
+def _parse_bytes(value: str | int, what: str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{what}: {value!r} is not a size; give {_BYTES_FORMS}")
     if isinstance(value, int):
@@ -96,7 +113,11 @@ def parse_bytes(value: str | int, *, what: str = "size") -> int:
     number, unit = parts
     if number < 0:
         raise ValueError(f"{what} must not be negative, got {value!r}")
-    return int((number * BYTE_UNITS[unit]).to_integral_value(rounding=ROUND_FLOOR))
+    try:
+        return int((number * BYTE_UNITS[unit]).to_integral_value(rounding=ROUND_FLOOR))
+    except ArithmeticError:   # decimal.Overflow: an exponent such as "1e1000000"
+        raise ValueError(f"{what}: {value!r} is more than the largest size poet takes "
+                         f"(2**53 B = 8 PiB)") from None
 
 
 def parse_seconds(value: str | int | float, *, what: str = "duration") -> float:
@@ -105,9 +126,13 @@ def parse_seconds(value: str | int | float, *, what: str = "duration") -> float:
     if isinstance(value, bool):
         raise ValueError(f"{what}: {value!r} is not a duration; give {forms}")
     if isinstance(value, (int, float)):
-        v = float(value)
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+        try:
+            v = float(value)
+        except OverflowError:
+            v = math.inf
+        if not math.isfinite(v) or v < 0 or v > MAX_SECONDS:
+            raise ValueError(f"{what} must be a number of seconds from 0 to {MAX_SECONDS:.0e}, "
+                             f"got {value!r}")
         return v
     if not isinstance(value, str):
         raise ValueError(f"{what}: {value!r} ({type(value).__name__}) is not a duration; "
@@ -118,7 +143,15 @@ def parse_seconds(value: str | int | float, *, what: str = "duration") -> float:
     number, unit = parts
     if number < 0:
         raise ValueError(f"{what} must not be negative, got {value!r}")
-    return float(number * _SECOND_UNITS[unit])
+    try:
+        secs = number * _SECOND_UNITS[unit]
+        too_long = secs > MAX_SECONDS
+    except ArithmeticError:   # decimal.Overflow
+        too_long = True
+    if too_long:
+        raise ValueError(f"{what}: {value!r} is more than the longest duration poet takes "
+                         f"({MAX_SECONDS:.0e} s)")
+    return float(secs)
 
 
 def parse_budget(value, what: str = "ram") -> tuple[str, int | float | None]:
@@ -161,8 +194,9 @@ def parse_budget(value, what: str = "ram") -> tuple[str, int | float | None]:
                     f"{label}: {value!r}: a multiple ('x') is not meaningful for flash (the "
                     f"store-all schedule writes nothing to flash); give {forms}")
             mult = float(m.group(1))
-            if not math.isfinite(mult) or mult <= 0:
-                raise ValueError(f"{label}: the multiple must be > 0, got {value!r}")
+            if not math.isfinite(mult) or mult <= 0 or mult > 1e6:
+                raise ValueError(f"{label}: the multiple must be > 0 and at most 1e6, "
+                                 f"got {value!r}")
             return ("multiple", mult)
         if what == "runtime":
             try:
@@ -173,17 +207,21 @@ def parse_budget(value, what: str = "ram") -> tuple[str, int | float | None]:
                 raise ValueError(f"{label} must be > 0 seconds, got {value!r}")
             return ("seconds", secs)
         try:
-            n = parse_bytes(text, what=label)
+            n = _parse_bytes(text, label)
         except ValueError:
             raise ValueError(f"{label}: cannot read {value!r}; give {forms}") from None
         if n <= 0:
             raise ValueError(f"{label} must be > 0 bytes, got {value!r}")
-        return ("bytes", n)
+        return ("bytes", check_max_bytes(n, label))
     if isinstance(value, (int, float)):
         if what == "runtime":
-            secs = float(value)
-            if not math.isfinite(secs) or secs <= 0:
-                raise ValueError(f"{label} must be a finite number of seconds > 0, got {value!r}")
+            try:
+                secs = float(value)
+            except OverflowError:
+                secs = math.inf
+            if not math.isfinite(secs) or secs <= 0 or secs > MAX_SECONDS:
+                raise ValueError(f"{label} must be a number of seconds > 0 and at most "
+                                 f"{MAX_SECONDS:.0e}, got {value!r}")
             return ("seconds", secs)
         if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
             hint = (f" (for a multiple of the store-all peak write '{value}x')"
@@ -193,7 +231,7 @@ def parse_budget(value, what: str = "ram") -> tuple[str, int | float | None]:
         n = int(value)
         if n <= 0:
             raise ValueError(f"{label} must be > 0 bytes, got {value!r}")
-        return ("bytes", n)
+        return ("bytes", check_max_bytes(n, label))
     raise ValueError(f"{label}: {value!r} ({type(value).__name__}) is not a budget; give {forms}")
 
 

@@ -8,7 +8,7 @@ The problem and schedule files, the rules of a schedule and the fingerprint's ca
 specified in docs/formats.md.
 """
 
-from .errors import InfeasibleError, ProblemError, ScheduleError
+from .errors import InfeasibleError, ProblemError, ScheduleError, TooLargeError
 from .problem import Node, Problem
 from .schedule import OPS, Schedule
 from .simulate import Machine, SimReport, min_feasible_ram, simulate, store_all, store_all_peak
@@ -18,8 +18,8 @@ from .bounds import lp_bound, min_feasible_budget  # noqa: E402
 from .solve import SolveResult, solve  # noqa: E402
 
 __all__ = [
-    "InfeasibleError", "ProblemError", "ScheduleError", "Node", "Problem", "OPS", "STRATEGIES",
-    "Strategy", "get_strategy", "Schedule", "Machine", "SimReport", "min_feasible_ram",
-    "simulate", "store_all", "store_all_peak", "available_backends", "lp_bound",
+    "InfeasibleError", "ProblemError", "ScheduleError", "TooLargeError", "Node", "Problem", "OPS",
+    "STRATEGIES", "Strategy", "get_strategy", "Schedule", "Machine", "SimReport",
+    "min_feasible_ram", "simulate", "store_all", "store_all_peak", "available_backends", "lp_bound",
     "min_feasible_budget", "SolveResult", "solve",
 ]

@@ -13,15 +13,25 @@ run as a subprocess with its output parsed (and killed by a watchdog when it ove
 limit, which it does during preprocessing of large models); HiGHS reports its bound through
 `getInfo()` and its incumbents through callbacks; HiGHS' reported objective is not trusted
 when a start was given (callers recompute it from the decoded solution).
+
+Child processes: a CBC run is the only process this package starts. It is killed, and its
+temporary folder (the model, the start and the solution files) removed, whenever the run ends
+early: on any exception in the caller, KeyboardInterrupt included. On Linux the child also gets
+SIGKILL from the kernel when the thread that started it dies (prctl PR_SET_PDEATHSIG), so a
+SIGKILLed caller leaves no solver behind (only the folder, which no process can remove then).
+While a run lives it is registered, so that a signal handler or a watcher thread can end every
+run of this process at once (`stop_children`; poet.signals uses it in pool workers).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -272,6 +282,100 @@ def _highs_result(h, relax: bool, traj: list) -> BackendResult:
 
 
 # ---------------------------------------------------------------------------------------------
+# child processes: registered while they run; killed with their parent
+# ---------------------------------------------------------------------------------------------
+_PR_SET_PDEATHSIG = 1           # <linux/prctl.h>
+
+# The CBC processes and temporary folders of the runs in progress in this process. Plain dict and
+# set operations are atomic under the GIL, so a signal handler may read them without a lock
+# (a lock held by the interrupted main thread would deadlock the handler).
+_live_procs: dict[int, subprocess.Popen] = {}
+_live_dirs: set[str] = set()
+
+
+def _load_prctl():
+    """libc's prctl as a ctypes function, resolved once here (never in a freshly forked child);
+    None where there is none (not Linux, or no libc to load)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_prctl = _load_prctl()
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask the kernel to send `sig` to this process when the thread that created it ends (Linux
+    PR_SET_PDEATHSIG). False where that is not available (then nothing changes)."""
+    if _prctl is None:
+        return False
+    return _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+
+
+def _die_with_parent_preexec():
+    """A preexec_fn for Popen that makes the child get SIGKILL when its parent thread dies, or
+    None where prctl is missing. It checks the parent afterwards: if the parent died between the
+    fork and the prctl call, the child ends at once instead of running as an orphan."""
+    if _prctl is None:
+        return None
+    parent = os.getpid()
+    prctl = _prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _wait_dead(proc: subprocess.Popen) -> None:
+    """Block until a killed child has exited without reaping it (Popen reaps it later)."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:
+        return
+    try:
+        waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    except (ChildProcessError, OSError):
+        pass
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL a child and wait until it is dead, taking none of Popen's locks (an interrupted
+    `Popen.wait` may hold one); reap it if that can be done without blocking."""
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+    except OSError:     # already reaped
+        return
+    _wait_dead(proc)
+    proc.poll()
+
+
+def stop_children() -> int:
+    """Kill every CBC process this process started that still runs, wait until each is dead, and
+    remove the temporary folders of the runs in progress; returns how many were killed.
+
+    Meant for a signal handler or a watcher thread that is about to end the process (a pool
+    worker whose parent died, say): it takes no lock, and the runs it ends fail in their own
+    thread if the process lives on. Ordinary code does not need it: a run cleans up after itself
+    on any exception."""
+    killed = 0
+    for proc in list(_live_procs.values()):
+        if proc.returncode is None:
+            _kill(proc)
+            killed += 1
+    for folder in list(_live_dirs):
+        shutil.rmtree(folder, ignore_errors=True)
+    return killed
+
+
+# ---------------------------------------------------------------------------------------------
 # CBC (a subprocess we own, so it can be watched and its log parsed)
 # ---------------------------------------------------------------------------------------------
 _CBC_PROGRESS = re.compile(
@@ -316,6 +420,7 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
              progress, options, stop=None) -> BackendResult:
     path = cbc_path()
     tmp = tempfile.mkdtemp(prefix="poet-cbc-")
+    _live_dirs.add(tmp)
     try:
         mps, sol, mst = (os.path.join(tmp, n) for n in ("model.mps", "model.sol", "start.mst"))
         vs, vnames, cnames, _ = prob.writeMPS(mps, rename=1)
@@ -337,6 +442,7 @@ def _run_cbc(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, re
             head = f.readline()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        _live_dirs.discard(tmp)
     return _cbc_result(prob, text, parsed, head, values, sol_status, relax)
 
 
@@ -365,10 +471,13 @@ def _cbc_args(path, mps, sol, mst, *, time_limit_s, threads, gap_rel, gap_abs, c
 def _cbc_process(args: list[str], time_limit_s: float, verbose: bool,
                  progress) -> tuple[str, bool]:
     """Run CBC, streaming its log (to stdout if verbose, incumbent lines to progress); kill it
-    when it overruns its limit by 5 s + 5%. Returns (log text, killed)."""
+    when it overruns its limit by 5 s + 5%, and at once on any exception here (such as
+    KeyboardInterrupt from a signal). Returns (log text, killed)."""
     lines: list[str] = []
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, bufsize=1)
+                            stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                            preexec_fn=_die_with_parent_preexec())
+    _live_procs[proc.pid] = proc
 
     def pump():
         for line in proc.stdout:
@@ -378,19 +487,25 @@ def _cbc_process(args: list[str], time_limit_s: float, verbose: bool,
             if progress is not None and _CBC_INCUMBENT.search(line):
                 progress("cbc: " + line.strip())
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    grace = 5.0 + 0.05 * time_limit_s
-    killed = False
     try:
-        proc.wait(timeout=time_limit_s + grace)
-    except subprocess.TimeoutExpired:
-        killed = True
-        proc.kill()
-        proc.wait()
-        log.warning("cbc overran its %.0f s limit by %.0f s and was stopped", time_limit_s,
-                    grace)
-    reader.join(timeout=5.0)
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        grace = 5.0 + 0.05 * time_limit_s
+        killed = False
+        try:
+            proc.wait(timeout=time_limit_s + grace)
+        except subprocess.TimeoutExpired:
+            killed = True
+            proc.kill()
+            proc.wait()
+            log.warning("cbc overran its %.0f s limit by %.0f s and was stopped", time_limit_s,
+                        grace)
+        reader.join(timeout=5.0)
+    except BaseException:
+        _kill(proc)
+        raise
+    finally:
+        _live_procs.pop(proc.pid, None)
     return "".join(lines), killed
 
 

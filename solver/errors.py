@@ -11,3 +11,19 @@ class ScheduleError(ValueError):
 
 class InfeasibleError(ValueError):
     """No schedule of the requested strategy fits the budgets."""
+
+
+class TooLargeError(ValueError):
+    """The MILP of a problem would need more memory than the machine has: refused before
+    building it (the message gives its estimated size)."""
+
+
+class DeadlineReached(Exception):
+    """Internal: the time limit of a `solve` call passed during a step that checks it (building
+    the MILP, running a heuristic). `done` of `total` `unit` says how far the step got (total
+    None when unknown)."""
+
+    def __init__(self, what: str, done: int, total: int | None = None, unit: str = "rows"):
+        self.what, self.done, self.total, self.unit = what, done, total, unit
+        of = f"{done} of {total}" if total is not None else f"{done}"
+        super().__init__(f"time limit reached while {what} ({of} {unit})")

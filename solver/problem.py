@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -163,8 +164,12 @@ class Problem:
         return [sorted(set(s)) for s in out]
 
     def validate(self) -> None:
-        """Raise ProblemError unless ids are 0..T-1, edges go forward between existing nodes,
-        kinds are known and every size and cost is finite and non-negative."""
+        """Raise ProblemError unless there is at least one node, ids are 0..T-1, edges go forward
+        between existing nodes, kinds are known, every size and cost is finite and non-negative,
+        and the totals the solver forms from them are finite (`_check_totals`)."""
+        if not isinstance(self.nodes, list) or not self.nodes:
+            raise ProblemError("nodes is empty: a problem needs at least one node (the step "
+                               "must compute something)")
         for k, n in enumerate(self.nodes):
             if not isinstance(n, Node):
                 raise ProblemError(f"nodes[{k}] must be a solver.Node, got {type(n).__name__}")
@@ -201,6 +206,7 @@ class Problem:
         _optional(d, "ram_budget_bytes", _int_field)
         _optional(d, "flash_budget_bytes", _int_field)
         _optional(d, "runtime_budget_s", lambda d, k, i: _float_field(d, k, i, positive=True))
+        _check_totals(self)
 
     # ---- derived quantities --------------------------------------------------------------
     def with_budgets(self, **changes) -> "Problem":
@@ -226,7 +232,7 @@ class Problem:
         canonical = json.dumps({"nodes": [n.to_dict() for n in self.nodes],
                                 "edges": [list(e) for e in self.edges],
                                 "static_bytes": self.static_bytes},
-                               sort_keys=True, separators=(",", ":"))
+                               sort_keys=True, separators=(",", ":"), allow_nan=False)
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     @cached_property
@@ -311,6 +317,39 @@ class Problem:
         return cls.from_dict(read_json(path, what="problem"))
 
 
+def _check_totals(problem: Problem) -> None:
+    """ProblemError naming the field when a total the solver forms overflows a float: per cost
+    field, the sum over the nodes times T (a staged schedule materialises each node at most once
+    per stage, so no schedule of the MILP spends more), and each of those totals' sum per unit;
+    for the sizes, static bytes plus every output and workspace."""
+    T = len(problem.nodes)
+    for unit, fields in (("J", ("compute_j", "pagein_j", "pageout_j")),
+                         ("s", ("compute_s", "pagein_s", "pageout_s"))):
+        grand = 0.0
+        for f in fields:
+            s = sum(getattr(n, f) for n in problem.nodes)
+            if not math.isfinite(s * T):
+                raise ProblemError(f"{f}: the sum over the {T} nodes ({s:.3g} {unit}) times {T} "
+                                   f"(the most a schedule can spend) overflows a float; the sum "
+                                   f"must stay below {_FLOAT_MAX / T:.3g} {unit}")
+            grand += s * T
+        if not math.isfinite(grand):
+            raise ProblemError(f"{' + '.join(fields)}: the sum over the nodes times {T} "
+                               f"overflows a float; use smaller values")
+    nbytes = problem.static_bytes + sum(n.out_bytes + n.workspace_bytes for n in problem.nodes)
+    for f in ("ram_budget_bytes", "flash_budget_bytes"):
+        v = getattr(problem, f)
+        if v is not None and v > _BYTES_MAX:
+            raise ProblemError(f"{f} is {v}; at most {_BYTES_MAX} is allowed")
+    if nbytes > _BYTES_MAX:
+        raise ProblemError(f"out_bytes + workspace_bytes: static bytes plus every node's output "
+                           f"and workspace is {nbytes} bytes; at most {_BYTES_MAX} is allowed")
+
+
+_FLOAT_MAX = 1.7976931348623157e308
+_BYTES_MAX = 2 ** 63 - 1     # the sizes' total must fit a signed 64-bit integer (other tools)
+
+
 def _find_cycle(T: int, edges) -> list[int] | None:
     """A cycle in the graph as a list of ids (first id repeated at the end), or None."""
     adj: list[list[int]] = [[] for _ in range(T)]
@@ -367,17 +406,53 @@ def _schedule_error():
     return ScheduleError
 
 
+def _umask() -> int:
+    """The process's umask: from /proc/self/status where Linux shows it, else by setting and
+    restoring it (the only portable way)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(p: Path) -> int:
+    """The permission bits `p` should get: those of the file it replaces, else what the umask
+    gives a new file (0666 less the umask, as open() would)."""
+    try:
+        st = os.stat(p)
+    except OSError:
+        return 0o666 & ~_umask()
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs):
     """Open a temp file beside `path` for writing; on a clean exit it is flushed, synced and
     renamed onto `path`, on an exception it is removed. A reader never sees a half-written file,
-    and a failure leaves the old file (if any) untouched."""
+    and a failure leaves the old file (if any) untouched. The file gets the permission bits of
+    the file it replaces, or those the umask gives a new file. Errors name `path`, not the temp
+    file (FileNotFoundError when its folder does not exist)."""
     p = Path(path)
     if "b" not in mode:
         open_kwargs.setdefault("encoding", "utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
+    folder = p.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot write {p}: the folder {folder} does not exist") from None
+    except NotADirectoryError:
+        raise NotADirectoryError(f"cannot write {p}: {folder} is not a folder") from None
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {p}: {e.strerror}") from None
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
+            os.chmod(tmp, _new_file_mode(p))
             yield f
             f.flush()
             os.fsync(f.fileno())

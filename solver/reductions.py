@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from functools import reduce
 
+from .errors import ProblemError
 from .plans import StagedPlan, plan_to_schedule, schedule_to_plan
 from .problem import Problem
 from .schedule import Schedule
@@ -141,6 +142,24 @@ class ScaledProblem:
     runtime: float | None
 
 
+def _check_finite(sp: ScaledProblem) -> None:
+    """ProblemError naming the field when a scaled coefficient overflowed (a cost divided by a
+    store-all energy or time many orders of magnitude smaller)."""
+    for name, field_name, values in (
+            ("compute", "compute_j", sp.compute), ("page_in", "pagein_j", sp.page_in),
+            ("page_out", "pageout_j", sp.page_out), ("compute_s", "compute_s", sp.compute_s),
+            ("page_in_s", "pagein_s", sp.page_in_s), ("page_out_s", "pageout_s", sp.page_out_s)):
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                what = "energy" if field_name.endswith("_j") else "time"
+                raise ProblemError(f"nodes[{i}].{field_name} relative to the store-all {what} "
+                                   f"overflows a float: the costs span too many orders of "
+                                   f"magnitude")
+    if sp.runtime is not None and not math.isfinite(sp.runtime):
+        raise ProblemError("runtime_budget_s relative to the store-all time overflows a float: "
+                           "the budget and the compute times span too many orders of magnitude")
+
+
 @dataclass(frozen=True)
 class Scale:
     """Memory in gcd units (times a power of two, with mem_scale), energies relative to
@@ -182,6 +201,7 @@ class Scale:
             page_in_s=[n.pagein_s / sc.time_s for n in nodes],
             page_out_s=[n.pageout_s / sc.time_s for n in nodes],
             runtime=None if rb is None else (rb - sc.store_all_time_s) / sc.time_s)
+        _check_finite(scaled)
         return scaled, sc
 
     @staticmethod

@@ -26,6 +26,16 @@ since it would mean the model and the simulator read the rules differently.
 Infeasible budgets raise `solver.InfeasibleError` (there is no "infeasible" result): its message
 states the minimum feasible RAM and the store-all peak. A time limit that ends the MILP without
 any schedule (and no baseline fits) returns status "timeout-without-solution".
+
+The time limit covers the whole call: one deadline is set when the call starts; the heuristics
+and the MILP's builder look at the clock as they go, and every backend run gets the time left.
+When the deadline passes before the MILP is built (or before the full MILP can start), the best
+heuristic schedule comes back as "feasible", with `milp_status` "not-built" (or "not-run") and a
+`message` saying where the time ran out ("time limit reached while building the MILP (N of M
+rows)"). Before building, the MILP's size is counted and its memory estimated
+(`solver.limits`); a MILP that would not fit in the memory available is not built: the best
+heuristic schedule comes back with `milp_status` "too-large" and the estimate in `message`, or,
+with no heuristic schedule, `solver.errors.TooLargeError` says the same in one line.
 """
 
 from __future__ import annotations
@@ -38,8 +48,9 @@ from dataclasses import dataclass, field
 
 from . import backends
 from .diagnose import infeasible_message
-from .errors import InfeasibleError
-from .milp import MilpModel, build_milp
+from . import limits
+from .errors import DeadlineReached, InfeasibleError, TooLargeError
+from .milp import MilpModel, build_milp, milp_size
 from .options import check_solve_options
 from .phases import NeighbourhoodResult, OverBudget, decode, lp_neighbourhood, lp_relaxation
 from .plans import StagedPlan, plan_energy
@@ -47,6 +58,7 @@ from .problem import Problem
 from .result import SolveResult, gaps
 from .schedule import Schedule
 from .simulate import SimReport, min_feasible_ram, simulate
+from .staged import staged_space
 from .starts import Found, best_start, check_start, run_baseline
 from .strategies import Strategy, fallbacks, get_strategy
 
@@ -86,7 +98,10 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     if trivial is not None:
         return trivial
     found = _heuristics(call, starts)
-    search = _prepare_milp(call, found)
+    try:
+        search = _prepare_milp(call, found)
+    except _NoMilp as e:
+        return _without_milp(call, found, e.milp_status, str(e))
     if neighbourhood:
         _lp_phase(call, search)
         _neighbourhood_phase(call, search)
@@ -117,6 +132,7 @@ class _Call:
     verbose: bool
     progress: Callable[[str], None] | None
     t_start: float = field(default_factory=time.perf_counter)
+    stopped: str | None = None      # why the heuristics stopped early (the deadline), if they did
 
     @property
     def strategy(self) -> str:
@@ -129,6 +145,10 @@ class _Call:
     def elapsed(self) -> float:
         """Seconds since the call started."""
         return time.perf_counter() - self.t_start
+
+    def left(self) -> float:
+        """Seconds until the deadline (negative once it has passed)."""
+        return self.deadline - time.perf_counter()
 
     def say(self, msg: str) -> None:
         """One line to the progress callback, if there is one."""
@@ -188,9 +208,14 @@ def _solve_heuristic(call: _Call) -> SolveResult:
     if err is not None:
         raise err
     try:
-        sched = call.spec.function(call.problem)
+        sched = call.spec.function(call.problem) if call.strategy == "store_all" \
+            else call.spec.function(call.problem, deadline=call.deadline)
     except InfeasibleError as e:
         raise call.infeasible(str(e)) from None
+    except DeadlineReached as e:
+        return call.result("timeout-without-solution", None, None, source=call.strategy,
+                           message=f"time limit reached while running the heuristic "
+                                   f"{call.strategy} ({e.done} instructions)")
     rep = simulate(call.problem, sched)
     if call.strategy == "store_all":   # store-all spends the least energy any schedule can
         return call.result("optimal", sched, rep, bound_j=rep.energy_j, source=call.strategy)
@@ -227,8 +252,15 @@ def _heuristics(call: _Call, starts: Sequence[Schedule]) -> Found:
     names = fallbacks(call.strategy)[1:]
     call.say(f"{call.strategy}: running baselines {', '.join(names)}")
     found: Found = {}
-    for name in names:
-        got = run_baseline(call.problem, name)
+    for k, name in enumerate(names):
+        try:
+            got = run_baseline(call.problem, name, deadline=call.deadline)
+        except DeadlineReached as e:
+            rest = names[k + 1:]
+            call.stopped = (f"time limit reached while running the heuristic {name} "
+                            f"({e.done} instructions)"
+                            + (f"; {', '.join(rest)} not run" if rest else ""))
+            break
         if got is not None:
             found[name] = got
     for k, given in enumerate(starts):
@@ -250,6 +282,7 @@ class _Search:
     gap: float
     found: Found
     baselines_j: dict[str, float]
+    handover_s: float = 0.0       # what a backend run takes beyond its time limit (limits)
     start: StagedPlan | None = None
     cutoff: float | None = None
     best_j: float | None = None
@@ -294,16 +327,50 @@ class _Search:
                 "trajectory": self.trajectory, **self.common}
 
 
+class _NoMilp(Exception):
+    """Internal: the MILP is not built (the deadline, or too large); milp_status says which."""
+
+    def __init__(self, milp_status: str, message: str):
+        super().__init__(message)
+        self.milp_status = milp_status
+
+
 def _prepare_milp(call: _Call, found: Found) -> _Search:
     """Build the strategy's MILP; with warm_start, the cutoff at the best heuristic and the MIP
-    start (the cheapest heuristic with an image in the model)."""
+    start (the cheapest heuristic with an image in the model). Raises _NoMilp when the deadline
+    passed (during the heuristics or the building) or the MILP would not fit in memory, and
+    TooLargeError for the latter when no heuristic schedule fits either."""
+    if call.stopped is not None:
+        raise _NoMilp("not-built", call.stopped + "; the MILP was not built")
     backend_name = backends.resolve_backend(call.backend)
     spec = call.spec
-    model = build_milp(call.problem, remat=spec.remat, paging=spec.paging)
+    problem = call.problem
+    try:
+        if call.left() <= 0:
+            raise DeadlineReached("running the heuristics", len(found), len(found), "schedules")
+        space = staged_space(problem, remat=spec.remat, paging=spec.paging,
+                             deadline=call.deadline)
+        size = milp_size(space, runtime=problem.runtime_budget_s is not None,
+                         deadline=call.deadline)
+    except DeadlineReached as e:
+        raise _NoMilp("not-built", f"{e}; the MILP was not built") from None
+    estimate = limits.estimate_bytes(size, backend_name)
+    why = limits.too_large(estimate, limits.available_bytes())
+    if why is not None:
+        if not found:
+            raise TooLargeError(f"{why}, and no heuristic schedule fits the budgets")
+        raise _NoMilp("too-large", why + "; the best heuristic schedule is returned")
+    try:
+        model = build_milp(problem, remat=spec.remat, paging=spec.paging, space=space,
+                           deadline=call.deadline)
+    except DeadlineReached as e:
+        e = DeadlineReached(e.what, e.done, size.rows, e.unit)
+        raise _NoMilp("not-built", str(e)) from None
     call.say(f"{call.strategy}: MILP with {model.n_variables} variables ({model.n_integer} "
              f"integer), {model.n_constraints} constraints")
     search = _Search(model, backend_name, call.gap, found,
-                     {k: v[1].energy_j for k, v in found.items()})
+                     {k: v[1].energy_j for k, v in found.items()},
+                     handover_s=limits.handover_s(size, backend_name))
     best = search.best_found()
     if call.warm_start and best is not None:
         search.cutoff = search.cutoff_for(best[1][1].energy_j)
@@ -316,7 +383,7 @@ def _lp_phase(call: _Call, search: _Search) -> None:
     """Phase 1: the LP relaxation, in a tenth of the time left (at least 1 s; where the LP is
     slow the full MILP gets the time). Its value bounds the whole run; its non-zero columns are
     the neighbourhood's."""
-    left = call.deadline - time.perf_counter()
+    left = call.left() - search.handover_s
     if left <= 0.1:
         return
     search.lp_units, search.lp_values = lp_relaxation(
@@ -334,7 +401,7 @@ def _neighbourhood_phase(call: _Call, search: _Search) -> None:
         return
     phase = search.phase = lp_neighbourhood(
         call.problem, search.model, call.strategy, search.backend, search.lp_values,
-        search.start, search.lp_units, time_s=0.25 * (call.deadline - time.perf_counter()),
+        search.start, search.lp_units, time_s=0.25 * (call.left() - search.handover_s),
         threads=call.threads, gap=call.gap, cutoff=search.cutoff, verbose=call.verbose)
     lp_j = search.lp_j
     for s, o, _ in phase.trajectory:
@@ -351,14 +418,23 @@ def _neighbourhood_phase(call: _Call, search: _Search) -> None:
 def _full_milp(call: _Call, search: _Search) -> backends.BackendResult:
     """Phase 3: the full MILP in the time left (at least 1 s), from the start and under the
     cutoff; its trajectory joins the search's (bounds never below the LP's)."""
-    remaining = call.deadline - time.perf_counter()
+    remaining = call.left() - search.handover_s
+    if remaining <= 0:
+        run = backends.BackendResult(
+            search.backend, "no-solution",
+            message=f"time limit reached before the full MILP ({max(call.left(), 0):.1f} s "
+                    f"left; {search.backend} needs about {search.handover_s:.1f} s to take "
+                    f"the model)")
+        search.common.update(milp_status="not-run", message=run.message)
+        return run
     call.say(f"{call.strategy}: solving with {search.backend} (time limit "
-             f"{max(remaining, 1.0):.0f} s)")
+             f"{remaining:.1f} s)")
     if search.start is not None:   # the LP and the neighbourhood left their values on the columns
         search.model.set_start(search.start)
     run_t0 = time.perf_counter()
     e0_units = search.model.scaling.objective_per_store_all
-    run = backends.run(search.model.prob, search.backend, time_limit_s=max(remaining, 1.0),
+    run = backends.run(search.model.prob, search.backend,
+                       time_limit_s=max(call.left() - search.handover_s, 1e-3),
                        threads=call.threads, gap_rel=call.gap, gap_abs=call.gap * e0_units,
                        start=search.start is not None, cutoff=search.cutoff,
                        verbose=call.verbose, progress=call.progress)
@@ -412,6 +488,18 @@ def _safe_bound(call: _Call, search: _Search, run, bound_j: float | None,
     lp_j = search.lp_j
     run.status = "feasible" if run.status == "optimal" else run.status
     return lp_j if lp_j is not None and lp_j <= min(known) * (1 + 1e-7) + 1e-12 else None
+
+
+def _without_milp(call: _Call, found: Found, milp_status: str, message: str) -> SolveResult:
+    """The result when the MILP was not built (the deadline passed, or it is too large): the
+    cheapest schedule found, "feasible" (no proof), or "timeout-without-solution"."""
+    common = {"milp_status": milp_status, "message": message, "setup_s": call.elapsed(),
+              "baselines_j": {k: v[1].energy_j for k, v in found.items()}}
+    call.say(f"{call.strategy}: {message}")
+    if not found:
+        return call.result("timeout-without-solution", None, None, **common)
+    name, (sched, rep) = min(found.items(), key=lambda kv: kv[1][1].energy_j)
+    return call.result("feasible", sched, rep, source=name, **common)
 
 
 def _pick_best(call: _Call, search: _Search, run) -> SolveResult:

@@ -36,8 +36,10 @@ first two items of the last point):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
+from .errors import DeadlineReached
 from .problem import Problem
 
 BACKWARD_REMAT = ("far", "all", "none")
@@ -59,6 +61,8 @@ class StagedSpace:
     flash_binds: bool              # a flash budget below the bytes of every pageable node
     forward_stages: str            # what forward stages may materialise: FORWARD_STAGES
     read_in_stage: str             # which materialisations must be read in their stage: JIT
+    # a time.perf_counter() value: construction raises DeadlineReached once it has passed
+    deadline: float | None = field(default=None, compare=False, repr=False)
 
     def stages(self, i: int) -> range:
         """Stages after i's first compute in which i may be resident: i < t <= H(i)."""
@@ -120,6 +124,8 @@ class StagedSpace:
         object.__setattr__(self, "_succ_sets", [frozenset(s) for s in succs])
         options, cands, comps, lives, comp_sets = [], [], [], [], []
         for t in range(T):
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                raise DeadlineReached("laying out the MILP's stages", t, T, "stages")
             live = [i for i in range(t) if self.horizon[i] >= t]
             opts = {k: (self.recompute[k], self.pageable[k]) for k in live
                     if self._may_materialise(t, k) and (self.recompute[k] or self.pageable[k])}
@@ -154,7 +160,7 @@ class StagedSpace:
 
 def staged_space(problem: Problem, *, remat: bool = True, paging: bool = True,
                  backward_remat: str = "far", forward_stages: str = "skips",
-                 read_in_stage: str = "all") -> StagedSpace:
+                 read_in_stage: str = "all", deadline: float | None = None) -> StagedSpace:
     """The staged space of `problem` with recomputation and/or paging switched on.
 
     forward_stages: what a forward stage t may recompute or page in: "all" (any live node),
@@ -162,7 +168,7 @@ def staged_space(problem: Problem, *, remat: bool = True, paging: bool = True,
     "none". Loss and backward stages may always materialise any live node.
     read_in_stage: "all" (a recompute or page-in must be read by a later compute of its own
     stage), "page_in" (page-ins only: paging in earlier only holds RAM longer, so this loses
-    nothing) or "none".
+    nothing) or "none". deadline: a `time.perf_counter()` value; DeadlineReached once it passes.
     """
     if forward_stages not in FORWARD_STAGES:
         raise ValueError(f"forward_stages must be one of {', '.join(FORWARD_STAGES)}, "
@@ -188,5 +194,5 @@ def staged_space(problem: Problem, *, remat: bool = True, paging: bool = True,
     flash_binds = (fb is not None and paging
                    and sum(n.out_bytes for n in problem.nodes if pageable[n.id]) > fb)
     return StagedSpace(problem, remat, paging, backward_remat, tuple(horizon), tuple(recompute),
-                       tuple(pageable), flash_binds, forward_stages, read_in_stage)
+                       tuple(pageable), flash_binds, forward_stages, read_in_stage, deadline)
 

@@ -20,10 +20,15 @@ log = logging.getLogger(__name__)
 Found = dict[str, tuple[Schedule, SimReport]]      # name -> a fitting schedule and its report
 
 
-def run_baseline(problem: Problem, name: str) -> tuple[Schedule, SimReport] | None:
-    """The baseline's schedule and report if it fits every budget, else None."""
+def run_baseline(problem: Problem, name: str, deadline: float | None = None
+                 ) -> tuple[Schedule, SimReport] | None:
+    """The baseline's schedule and report if it fits every budget, else None. With a deadline
+    (a `time.perf_counter()` value; store-all, which is linear, does not look at it) the
+    baseline raises `solver.errors.DeadlineReached` once it passes."""
+    function = get_strategy(name).function
     try:
-        sched = get_strategy(name).function(problem)
+        sched = function(problem) if deadline is None or name == "store_all" \
+            else function(problem, deadline=deadline)
     except InfeasibleError as e:
         log.info("baseline %s: %s", name, e)
         return None

@@ -247,7 +247,7 @@ def test_problem_round_trips_through_json(tmp_path):
 
 def test_make_problem_takes_a_profile_name():
     p = make_problem(toy_graph(), "m4", ram_budget="device")
-    assert p.name == "toy@nrf52840" and p.ram_budget_bytes == 262144
+    assert p.name == "toy@nrf52840" and p.ram_budget_bytes == 262144 - 32768  # RAM - reserve
     assert p.nodes[3].compute_s == pytest.approx(
         max(60000 / (16283 * 100 * 1000 / 255.6237), 5000 / 2.56e8), rel=1e-9)
 

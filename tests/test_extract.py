@@ -23,9 +23,10 @@ import solver
 from poet import zoo
 from poet._extract import ExtractError, extract
 from poet.graph import TrainingGraph, run_node
+from poet.opcosts import FLOP_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
-FAST_ZOO = ["mlp", "cnn_dropout_bn", "bert", "resnet18", "vgg11"]
+FAST_ZOO = ["mlp", "cnn_dropout_bn", "bert", "resnet18", "vgg11", "ds_cnn", "sensor_cnn1d"]
 SLOW_ZOO = ["mobilenetv2"]
 assert sorted(FAST_ZOO + SLOW_ZOO) == sorted(zoo.names())
 
@@ -111,7 +112,7 @@ def _rng_after_eager(model, loss_fn, x, y, seed):
 
 def eager_flops(model, loss_fn, x, y) -> int:
     m = copy.deepcopy(model)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=FLOP_OVERRIDES) as counter:
         loss_fn(m(*as_tuple(x)), y).backward()
     return counter.get_total_flops()
 

@@ -225,3 +225,100 @@ def test_hostile_json_files_get_the_loaders_error_naming_the_file(tmp_path, what
     bad.write_bytes(b'{"name": "\xff\xfe"}')
     with pytest.raises(err, match=r"latin1\.json: not a valid .* JSON file: it is not UTF-8"):
         load(bad)
+
+
+# ---- totals that overflow, empty problems (issue #11) --------------------------------------------
+def _with_costs(**costs):
+    return Problem([Node(i, f"n{i}", k, 100, **{**dict(compute_s=0.5, compute_j=1.0,
+                                                       pagein_s=0.01, pagein_j=0.02,
+                                                       pageout_s=0.03, pageout_j=0.04), **costs})
+                    for i, k in enumerate(("forward", "loss", "backward"))],
+                   [(0, 1), (0, 2), (1, 2)], ram_budget_bytes=300)
+
+
+@pytest.mark.parametrize("costs,field", [
+    ({"compute_j": 1e308}, "compute_j"),                  # 3e308: the sum itself is inf
+    ({"pagein_s": 1e308 / 4}, "pagein_s"),                # sum finite, times T = 3 not
+    ({"pageout_j": 1e308 / 4}, "pageout_j"),
+])
+def test_costs_whose_totals_overflow_are_refused_naming_the_field(costs, field):
+    with pytest.raises(ProblemError, match=rf"^{field}: the sum over the 3 nodes .* overflows"):
+        _with_costs(**costs)
+    d = small().to_dict()                      # and from a file
+    for n in d["nodes"]:
+        n.update(costs)
+    with pytest.raises(ProblemError, match=rf"^{field}:"):
+        Problem.from_dict(d)
+
+
+def test_cost_fields_that_overflow_only_together_are_named_together():
+    with pytest.raises(ProblemError, match=r"^compute_j \+ pagein_j \+ pageout_j: .*overflows"):
+        _with_costs(compute_j=1.2e307, pagein_j=1.2e307, pageout_j=1.2e307)
+    assert _with_costs(compute_j=1e300).store_all_energy_j == pytest.approx(3e300)
+
+
+def test_sizes_beyond_64_bits_are_refused():
+    with pytest.raises(ProblemError, match=r"^out_bytes \+ workspace_bytes: .*at most 9223372036"):
+        Problem.from_dict(_mutate(("nodes", 0, "out_bytes"), 2 ** 63))
+    with pytest.raises(ProblemError, match=r"^ram_budget_bytes is 18446744073709551616; at most"):
+        Problem.from_dict(_mutate(("ram_budget_bytes",), 2 ** 64))
+
+
+def test_scaled_costs_that_overflow_are_refused_naming_the_field():
+    # each sum is finite, but 1e10 s of page-in over a store-all time of 3e-320 s is not
+    from solver.milp import build_milp
+    p = _with_costs(compute_s=1e-320, pagein_s=1e10)
+    with pytest.raises(ProblemError, match=r"nodes\[0\]\.pagein_s relative to the store-all time"):
+        build_milp(p)
+
+
+def test_zero_nodes_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ProblemError, match=r"^nodes is empty: a problem needs at least one node"):
+        Problem([], [])
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"format": "poet-problem/1", "nodes": [], "edges": []}))
+    with pytest.raises(ProblemError, match=r"^nodes is empty") as e:
+        Problem.load(path)
+    assert "\n" not in str(e.value)
+
+
+# ---- file modes and folders of the atomic writer (issue #11 item 8) ------------------------------
+@pytest.fixture
+def umask_027():
+    import os
+    before = os.umask(0o027)
+    yield
+    os.umask(before)
+
+
+def test_new_output_gets_the_mode_the_umask_gives(tmp_path, umask_027):
+    import os
+    import stat
+    small().save(tmp_path / "p.json")
+    with open(tmp_path / "ref", "w"):          # what open() gives a new file here
+        pass
+    mode = stat.S_IMODE(os.stat(tmp_path / "p.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "ref").st_mode) == 0o640
+
+
+def test_overwritten_output_keeps_its_mode(tmp_path, umask_027):
+    import os
+    import stat
+    path = tmp_path / "p.json"
+    for want in (0o644, 0o600, 0o664):
+        path.write_text("old")
+        os.chmod(path, want)
+        small().save(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == want
+        assert Problem.load(path) == small()
+
+
+def test_missing_output_folder_names_the_output_path(tmp_path):
+    target = tmp_path / "no" / "such" / "p.json"
+    with pytest.raises(FileNotFoundError) as e:
+        small().save(target)
+    assert str(e.value) == f"cannot write {target}: the folder {target.parent} does not exist"
+    assert ".tmp" not in str(e.value)
+    s = solver.Schedule([("compute", 0)])
+    with pytest.raises(FileNotFoundError, match=r"cannot write .*s\.json: the folder"):
+        s.save(tmp_path / "nowhere" / "s.json")

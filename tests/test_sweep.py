@@ -193,6 +193,155 @@ def test_solve_options_are_checked_by_solver_options():
     assert SolveOptions(threads=None, gap=0.0).to_dict()["threads"] is None
 
 
+# (poet.units may refuse some of these first; either way one ValueError naming budgets)
+@pytest.mark.parametrize("bad, match", [
+    ("1e400", r"^budgets: item 0 \('1e400'\): .*2\*\*53"),
+    ([10 ** 400], r"^budgets: item 0 .*2\*\*53"),
+    ("1210B,1e30", r"^budgets: item 1 \('1e30'\): .*2\*\*53"),
+    ("1KiB:1e400:3", r"^budgets: range stop: .*2\*\*53"),
+    ("1e300x", r"^budgets: item 0 \('1e300x'\): "),            # 1e300 x 1210 B
+    ("1e1000000", r"^budgets: item 0 \('1e1000000'\): "),      # decimal.Overflow
+    ("1e-30x", r"^budgets: item 0 \('1e-30x'\): comes to 0 bytes"),
+])
+def test_resolve_budgets_rejects_overflow(four, bad, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_budgets(four, bad)
+    assert resolve_budgets(four, [2 ** 53]) == [2 ** 53]            # the largest is allowed
+
+
+def test_a_multiple_of_a_huge_peak_is_capped():
+    big = Problem([node(0, "forward", 100, 1.0), node(1, "loss", 10, 1.0),
+                   node(2, "backward", 10, 1.0)], [(0, 1), (1, 2)], static_bytes=2 ** 50)
+    assert resolve_budgets(big, "7x") == [7 * (2 ** 50 + 110)]     # 7 x the store-all peak
+    with pytest.raises(ValueError, match=r"^budgets: item 0 \('9x'\): 10133099161584606 bytes "
+                                         r"is more than the largest budget, 2\*\*53 bytes"):
+        resolve_budgets(big, "9x")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("1e400s", r"^runtime_budgets: item 0"),
+    (["2s", "1e1000000s"], r"^runtime_budgets: item 1"),
+])
+def test_resolve_runtime_budgets_rejects_overflow(four, bad, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_runtime_budgets(four, bad)
+
+
+def test_bad_budgets_leave_the_out_folder_alone(four, tmp_path):
+    kw = dict(strategies=["store_all", "greedy_paging"], out_dir=tmp_path, executor="serial",
+              progress=False)
+    sweep(four, budgets=[1200, 1210], **kw)
+
+    def snapshot():
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")
+                if p.is_file()}
+    before = snapshot()
+    assert len(before) == 3 + 4             # problem.json, sweep.csv, sweep.json, 4 cache files
+    for budgets, runtime in [("1e400", None), ("1210B,1e30", None), ([1210], "1e400s")]:
+        with pytest.raises(ValueError, match="budgets: item"):
+            sweep(four, budgets=budgets, runtime_budgets=runtime, **kw)
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "2"])
+def test_workers_must_be_a_positive_int(four, bad, tmp_path):
+    with pytest.raises(ValueError, match=r"workers must be a whole number >= 1 \(worker "
+                                         r"processes\) or None \(one per core\), got "):
+        sweep(four, budgets=2, workers=bad, out_dir=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_workers_apply_to_the_process_pool_only(four):
+    with pytest.raises(ValueError, match="workers=2 contradicts executor='serial'"):
+        sweep(four, budgets=2, workers=2, executor="serial", progress=False)
+    with pytest.raises(ValueError, match="workers applies to the process pool"):
+        sweep(four, budgets=2, workers=2, scheduler="local", progress=False)
+    one = sweep(four, budgets=[1200], strategies=["greedy_paging"], workers=1,
+                executor="serial", progress=False)
+    assert one.rows[0]["energy_j"] == pytest.approx(11.2)      # 10 J + page f0 out and in
+
+
+def test_workers_set_the_pool_size():
+    from poet._sweep import _SweepRunner
+    for workers, n_tasks, size in [(3, 10, 3), (3, 2, 2), (1, 10, 1)]:
+        r = _SweepRunner(None, None, n_tasks, workers)
+        try:
+            assert r.workers == size and r.executor._max_workers == size
+        finally:
+            r.close(interrupted=False)
+    r = _SweepRunner(None, None, 1000, None)               # default: one per core
+    try:
+        assert r.workers == (os.cpu_count() or 1)
+    finally:
+        r.close(interrupted=False)
+
+
+def test_a_pool_of_one_gives_the_serial_table(four):
+    kw = dict(budgets=[1200, 1210], strategies=["paging", "greedy_paging"], progress=False)
+    pool = sweep(four, workers=1, **kw)
+    serial = sweep(four, executor="serial", **kw)
+    assert without_solve_s(pool.rows) == without_solve_s(serial.rows)
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is `pid`, from /proc/*/stat (field 4; the name in field 2 may hold
+    spaces, so split after its closing parenthesis)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a dead worker waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for worker pids")
+def test_workers_die_with_a_killed_sweep(tmp_path):
+    """SIGKILL the `poet sweep` process in the middle of 60-node MILPs (each takes tens of
+    seconds): its two pool workers are gone within 3 s."""
+    from solver.generators import random_problem
+    random_problem(3, T=60).save(tmp_path / "p.json")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poet.cli", "sweep", str(tmp_path / "p.json"), "--budgets", "4",
+         "--strategies", "remat,poet", "--workers", "2", "--gap", "0", "--time-limit", "60",
+         "--out", str(tmp_path / "out"), "--json"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
+            workers = [c for c in _children(proc.pid)
+                       if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            time.sleep(0.05)
+        assert proc.poll() is None and len(workers) == 2, (workers, proc.stderr.read()[-2000:]
+                                                           if proc.poll() is not None else "")
+        time.sleep(0.5)                            # the workers are inside their solves
+        assert all(_alive(w) for w in workers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        for w in workers:                          # never leave a solve burning a shared core
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
 # ---- the sweep itself -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -46,8 +46,21 @@ def test_parse_bytes_rejects(bad, needle):
 @given(st.integers(min_value=0, max_value=2**50))
 def test_parse_bytes_plain_integer_strings(n):
     assert parse_bytes(str(n)) == n
-    assert parse_bytes(f"{n}KiB") == n * 1024
-    assert parse_bytes(f"{n} MB") == n * 10**6
+    if n * 1024 <= 2**53:
+        assert parse_bytes(f"{n}KiB") == n * 1024
+    if n * 10**6 <= 2**53:
+        assert parse_bytes(f"{n} MB") == n * 10**6
+    else:   # above 2**53 bytes (8 PiB) sizes are refused, naming the limit
+        with pytest.raises(ValueError, match=r"more than the largest size poet takes"):
+            parse_bytes(f"{n} MB")
+
+
+def test_parse_bytes_limit_is_2_to_the_53():
+    assert parse_bytes(str(2**53)) == 2**53
+    assert parse_bytes("8192TiB") == 2**53
+    for text in (str(2**53 + 1), "1e400", "1e1000000", "8193TiB"):
+        with pytest.raises(ValueError, match=r"2\*\*53 B = 8 PiB"):
+            parse_bytes(text, what="--ram")
 
 
 @pytest.mark.parametrize("text, expected", [

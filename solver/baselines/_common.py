@@ -8,9 +8,10 @@ one place: a baseline that breaks one gets the simulator's ScheduleError at the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
-from ..errors import InfeasibleError
+from ..errors import DeadlineReached, InfeasibleError
 from ..problem import Problem
 from ..schedule import Schedule
 from ..simulate import Machine
@@ -27,10 +28,13 @@ class Planner(Machine):
     ``instructions`` (applied so far), ``out[i]`` (node i's output bytes), ``done[i]`` (i has
     been computed at least once), ``clock`` (instructions applied) and ``last_use[i]`` (the clock
     value of the last instruction that read or wrote i: the staleness DTR's score needs).
+    With a deadline (a `time.perf_counter()` value), `apply` raises DeadlineReached once it has
+    passed.
     """
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, deadline: float | None = None):
         super().__init__(problem, check_budgets=False)
+        self.deadline = deadline
         T = problem.T
         self.out = [n.out_bytes for n in problem.nodes]
         self.done = [False] * T
@@ -68,6 +72,8 @@ class Planner(Machine):
         during = super().apply(op, i)
         self.instructions.append((op, i))
         self.clock += 1
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise DeadlineReached("running a heuristic", self.clock, None, "instructions")
         if op == "compute":
             self.done[i] = True
             for q in self.problem.preds[i]:

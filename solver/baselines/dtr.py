@@ -17,13 +17,14 @@ from ..schedule import Schedule
 from ._common import Planner, materialize
 
 
-def dtr(problem: Problem) -> Schedule:
+def dtr(problem: Problem, *, deadline: float | None = None) -> Schedule:
     """The DTR-style schedule for problem.ram_budget_bytes (None = unlimited: no eviction).
 
     Raises InfeasibleError when, at some compute, even evicting every unpinned tensor leaves too
     little room (or when the result breaks the runtime or flash budget).
+    deadline (a time.perf_counter() value): raises solver.errors.DeadlineReached once it passes.
     """
-    m = Planner(problem)
+    m = Planner(problem, deadline=deadline)
 
     def reserve(nbytes: int, exclude: frozenset[int]) -> None:
         while m.ram_room() < nbytes:

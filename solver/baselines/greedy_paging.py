@@ -16,13 +16,14 @@ from ..schedule import Schedule
 from ._common import Planner
 
 
-def greedy_paging(problem: Problem) -> Schedule:
+def greedy_paging(problem: Problem, *, deadline: float | None = None) -> Schedule:
     """The Belady paging schedule for problem.ram_budget_bytes (None = unlimited: no paging).
 
     Raises InfeasibleError when the operands, output and workspace of one compute do not fit
     together, or when flash has no room for what must leave RAM.
+    deadline (a time.perf_counter() value): raises solver.errors.DeadlineReached once it passes.
     """
-    m = Planner(problem)
+    m = Planner(problem, deadline=deadline)
     succs = problem.succs
 
     def next_use(x: int) -> int:

@@ -26,10 +26,12 @@ from ..schedule import Schedule
 from ._common import Planner, materialize
 
 
-def sqrtn(problem: Problem) -> Schedule:
-    """The sqrt(n)-checkpointing schedule. Raises InfeasibleError if it exceeds a budget."""
+def sqrtn(problem: Problem, *, deadline: float | None = None) -> Schedule:
+    """The sqrt(n)-checkpointing schedule. Raises InfeasibleError if it exceeds a budget.
+    deadline (a time.perf_counter() value): raises solver.errors.DeadlineReached once it passes.
+    """
     checkpoints, discardable = checkpoint_plan(problem)
-    m = Planner(problem)
+    m = Planner(problem, deadline=deadline)
     kinds = [n.kind for n in problem.nodes]
 
     def unlimited(nbytes: int, exclude: frozenset[int]) -> None:
