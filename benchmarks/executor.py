@@ -75,10 +75,14 @@ def _print_table(info: dict) -> None:
     ratio, rows = info["executor_over_eager"], info["rows"]
     budget, lo, hi = info["budget_bytes"], info["min_feasible_bytes"], info["store_all_peak_bytes"]
     mib = 2 ** 20
-    print(f"ResNet-18 32x32, batch {args_batch}, {info['threads']} thread(s), median of {repeats} steps")
+    print(f"{info['model']}, batch {args_batch}, {info['threads']} thread(s), median of {repeats} steps")
     print(f"eager backward():           {eager_s * 1e3:8.1f} ms/step (min {eager_min * 1e3:.1f})")
     print(f"executor, store-all:        {store_s * 1e3:8.1f} ms/step (min {store_min * 1e3:.1f})  "
           f"{ratio:.2f}x eager (limit 1.5x: {'ok' if ratio <= 1.5 else 'EXCEEDED'})")
+    print(f"eager backward() + SGD step: {info['eager_step_with_opt_s'] * 1e3:7.1f} ms/step")
+    print(f"executor, fused SGD updates: {info['executor_fused_step_s'] * 1e3:7.1f} ms/step  "
+          f"{info['fused_over_eager']:.2f}x eager; static {info['fused_static_bytes']} B "
+          f"(buffered: {info['buffered_static_bytes']} B)")
     print(f"\nRAM budget {budget / mib:.2f} MiB (minimum {lo / mib:.2f}, "
           f"store-all peak {hi / mib:.2f}); device predictions on {device}")
     head = (f"{'schedule':14s} {'remat':>5s} {'p-in':>5s} {'flash MiB':>9s} {'peak pred/meas MiB':>19s} "
@@ -93,8 +97,31 @@ def _print_table(info: dict) -> None:
               f"{r['cpu_step_s'] * 1e3:8.1f} {100 * r['cpu_overhead']:7.1f}")
 
 
+def _fused_times(zm, args) -> dict:
+    """Store-all step with update="fused" (SGD, momentum 0.9) against eager backward() + step()."""
+    eager_model, ex_model = copy.deepcopy(zm.model), copy.deepcopy(zm.model)
+    eager_opt = torch.optim.SGD(eager_model.parameters(), lr=1e-3, momentum=0.9)
+    ex_opt = torch.optim.SGD(ex_model.parameters(), lr=1e-3, momentum=0.9)
+    graph = poet.extract(ex_model, zm.loss_fn, zm.inputs, zm.targets, optimizer=ex_opt, update="fused")
+    problem = make_problem(graph, args.device)
+    prep = prepare(graph, solver.store_all(problem), problem)
+
+    def eager_step():
+        zm.loss_fn(eager_model(zm.inputs), zm.targets).backward()
+        eager_opt.step()
+
+    fns = {"eager+step": eager_step,
+           "fused": lambda: run_prepared(prep, ex_model, zm.inputs, zm.targets, optimizer=ex_opt)}
+    times = _time_steps(fns, {"eager+step": eager_model, "fused": ex_model}, args.repeats)
+    e, f = statistics.median(times["eager+step"]), statistics.median(times["fused"])
+    return {"eager_step_with_opt_s": e, "executor_fused_step_s": f, "fused_over_eager": f / e,
+            "fused_static_bytes": problem.static_bytes, "buffered_static_bytes": graph.static_bytes
+            + graph.static_breakdown["trained_params"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="resnet18", help="zoo model (resnet18, mobilenetv2, ...)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
@@ -108,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    zm = zoo.get("resnet18", batch_size=args.batch)
+    zm = zoo.get(args.model, batch_size=args.batch)
     graph = poet.extract(zm.model, zm.loss_fn, zm.inputs, zm.targets)
     problem = make_problem(graph, args.device)
     lo, hi = solver.min_feasible_ram(problem), solver.store_all_peak(problem)
@@ -135,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     eager_min, store_min = min(phase1["eager"]), min(phase1["store_all"])
     ratio = store_s / eager_s
 
+    # 3. the new features on: fused SGD (momentum) updates inside the step, weights placement of
+    # the device profile, against eager loss.backward(); opt.step()
+    fused = _fused_times(zm, args)
+
     rows = []
     store_sim = solver.simulate(problem, schedules["store_all"])
     for name, sched in schedules.items():
@@ -152,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_step_s": med[name], "cpu_overhead": med[name] / med["store_all"] - 1,
         })
     info = {
-        "model": "resnet18", "batch": args.batch, "threads": torch.get_num_threads(), "device": args.device,
+        "model": args.model, "batch": args.batch, "threads": torch.get_num_threads(), "device": args.device,
         "repeats": args.repeats, "eager_step_s": eager_s, "executor_store_all_step_s": store_s,
         "eager_step_min_s": eager_min, "executor_store_all_step_min_s": store_min,
         "executor_over_eager": ratio, "within_1_5x": ratio <= 1.5,
         "budget_bytes": budgeted.ram_budget_bytes, "min_feasible_bytes": lo, "store_all_peak_bytes": hi,
-        "rows": rows,
+        "rows": rows, **fused,
     }
     if args.json:
         print(json.dumps(info, indent=1))

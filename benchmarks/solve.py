@@ -4,10 +4,13 @@
                                [--backends highs cbc] [--fractions 0.25 0.5 0.75]
                                [--time-limit 60] [--gap 1e-4] [--threads N] [--json out.json]
                                [--check]
+    python benchmarks/solve.py --scale [--chains 250 500 1000 2000] [--no-zoo] [--time-limit 60]
 
 Budgets lie 25/50/75% of the way from the minimum feasible RAM (static bytes plus the largest
 single compute) to the store-all peak. Columns: variables and constraints of the staged MILP,
-the status, seconds to a 1% gap (total energy) and to the end of the solve, the final gap both
+the status, how many orders of first computes were solved, seconds spent in the heuristics and
+in building the MILP(s) (both within the solve), seconds to a 1% gap (total energy) and to the end
+of the solve, the final gap both
 as a share of total energy and of the overhead above store-all, the energy overhead over
 store-all, the number of recomputes and page-ins, and which solver produced the schedule (the
 MILP, or a heuristic it could not beat). Zoo graphs need the extractor (torch); problem files do
@@ -99,7 +102,8 @@ def run_row(problem: Problem, frac: float, backend: str, time_limit: float, gap:
         "problem": problem.name, "T": problem.T, "fraction": frac, "budget_bytes": budget,
         "backend": backend, "variables": res.n_variables, "constraints": res.n_constraints,
         "status": res.status, "source": res.source, "t_1pct_s": res.time_to_gap(0.01),
-        "t_final_s": wall, "gap": res.gap, "gap_overhead": res.gap_overhead,
+        "t_final_s": wall, "heuristics_s": res.heuristics_s, "build_s": res.build_s,
+        "gap": res.gap, "gap_overhead": res.gap_overhead, "orders": len(res.orders) or 1,
         "overhead": (res.objective_j / e0 - 1) if res.objective_j is not None and e0 else None,
         "recomputes": res.report.n_recompute if res.report else None,
         "page_ins": res.report.n_page_in if res.report else None,
@@ -124,7 +128,8 @@ def _fmt(v, kind):
 COLUMNS = [("problem", "problem", None), ("T", "T", None), ("budget", "fraction", None),
            ("backend", "backend", None), ("vars", "variables", None),
            ("cons", "constraints", None), ("status", "status", None),
-           ("t 1% s", "t_1pct_s", "s"), ("t end s", "t_final_s", "s"),
+           ("orders", "orders", None), ("heur s", "heuristics_s", "s"),
+           ("build s", "build_s", "s"), ("t 1% s", "t_1pct_s", "s"), ("t end s", "t_final_s", "s"),
            ("gap", "gap", "e"), ("gap/ovh", "gap_overhead", "e"),
            ("overhead", "overhead", "pct"), ("heur. ovh", "best_baseline_overhead", "pct"),
            ("recomp", "recomputes", None), ("page-ins", "page_ins", None),
@@ -163,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                          "blocks, layer and op level unless given) "
                          "smallest first, at 50%% of the budget range, default backend, gap "
                          "1e-3 and 600 s unless given; a model family stops at its first graph that misses")
+    ap.add_argument("--chains", nargs="*", type=int, default=[],
+                    help="with --scale: also random training-step chains of these sizes "
+                         "(solver.generators, no extractor needed)")
+    ap.add_argument("--no-zoo", action="store_true",
+                    help="with --scale: only the problem files and --chains")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless ResNet-18 meets the 1%%-in-5-s and 1e-4-in-60-s targets")
     args = ap.parse_args(argv)
@@ -208,19 +218,23 @@ def _family(problem: Problem) -> str:
     """A graph's family for the scale curve: its name without the builder options and the
     device ("bert(num_layers=8)/op@nrf52840" -> "bert/op")."""
     name = problem.name.split("@")[0]
-    return re.sub(r"\(.*?\)", "", name)
+    return re.sub(r"\(.*?\)|^chain\d+$", lambda m: "chain" if m.group(0).startswith("chain") else "", name)
 
 
 def scale_curve(args, ap) -> int:
     """Solve time against graph size: every graph, smallest first, at 50% of its budget range;
     a family (model and granularity) is followed up to its first graph that misses the gap in
     the time limit, and larger graphs of that family are skipped."""
-    from poet import zoo as zoo_mod
+    from solver.generators import random_problem
     gap = args.gap if args.gap != ap.get_default("gap") else 1e-3
     limit = args.time_limit if args.time_limit != ap.get_default("time_limit") else 600.0
-    names = args.zoo or zoo_mod.names() + [f"bert:num_layers={n}" for n in (4, 8)]
     problems = [Problem.load(f) for f in args.problems]
-    problems += zoo_problems(names, args.profile, tuple(args.granularity or ["layer", "op"]))
+    problems += [random_problem(1, T, shape="chain").with_budgets(name=f"chain{T}")
+                 for T in args.chains]
+    if not args.no_zoo:
+        from poet import zoo as zoo_mod
+        names = args.zoo or zoo_mod.names() + [f"bert:num_layers={n}" for n in (4, 8)]
+        problems += zoo_problems(names, args.profile, tuple(args.granularity or ["layer", "op"]))
     problems.sort(key=lambda p: p.T)
     backend = (args.backends or [resolve_backend("auto")])[0]
     rows = []

@@ -50,9 +50,10 @@ in-place writes, storages, bytes), ``poet.inplace`` (the rewrite out of place),
 ``poet.grouping`` (ops into layer groups and their names), ``poet.opcosts`` (FLOPs and bytes
 per ATen op) and ``poet.assemble`` (groups into the :class:`TrainingGraph`).
 
-Memory: parameters, gradient buffers of trained parameters, optimizer state,
-buffers, the example inputs and targets, and traced constants are static
-(``static_bytes``); everything else the step produces is a node output.
+Memory: parameters, gradient buffers of trained parameters (``update="buffered"``),
+optimizer state, buffers, the example inputs and targets, and traced constants are static
+(``static_bytes``); everything else the step produces is a node output (with
+``update="fused"`` the gradients too, each freed after its update node).
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ import torch.fx.traceback as fx_traceback
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
-from poet.assemble import OPTIMIZERS, Traced, build_graph
+from poet.assemble import OPTIMIZERS, UPDATES, Traced, build_graph, describe_optimizer
 from poet.fxnodes import ExtractError, storage_nbytes, tensor_nbytes
 from poet.graph import Placeholder, TrainingGraph
 from poet.grouping import CALL_KEY, LOSS, MODULE_KEY
 from poet.inplace import rewrite_inplace
 
-__all__ = ["extract", "ExtractError", "GRANULARITIES", "OPTIMIZERS", "TRAIN_MODES"]
+__all__ = ["extract", "ExtractError", "GRANULARITIES", "OPTIMIZERS", "TRAIN_MODES", "UPDATES"]
 
 log = logging.getLogger("poet.extract")
 
@@ -93,7 +94,8 @@ def extract(
     *,
     granularity: str = "layer",
     train: str | Sequence[str] = "all",
-    optimizer: str = "sgd",
+    optimizer: Any = "sgd",
+    update: str = "buffered",
     name: str | None = None,
 ) -> TrainingGraph:
     """Trace one training step of ``model`` and return its :class:`TrainingGraph`.
@@ -109,24 +111,38 @@ def extract(
     ``requires_grad``), "bias" (only parameters named ``*.bias``, TinyTL), "last" (the
     parameters of the last module, in call order, that owns parameters; TinyOL), or a
     list of module (or parameter) names whose parameters train (sparse update).
-    ``optimizer``: "sgd", "sgd_momentum" or "adam" (0, 1 or 2 state buffers per trained
-    parameter in ``static_bytes``). ``name`` defaults to the model's class name.
+    ``optimizer``: the torch optimizer itself (``torch.optim.SGD``, ``Adam`` or ``AdamW``
+    holding the trained parameters; its kind and, for ``update="fused"``, its settings per
+    parameter are read from it) or the name of its kind: "sgd", "sgd_momentum", "adam" or
+    "adam_amsgrad" (0, 1, 2 or 3 state buffers per trained parameter in ``static_bytes``).
+    ``update``: "buffered" (default: PyTorch's ``loss.backward(); opt.step()``, one static
+    gradient buffer per trained parameter, so the graph is the drop-in for ``backward()``) or
+    "fused" (each gradient is consumed by an update node right after it is complete, which
+    applies the optimizer in place; no gradient buffer exists: the memory of an on-device
+    training engine such as MCUNetV3's TTE). ``name`` defaults to the model's class name.
 
     The model is left as it was: parameters, buffers, ``requires_grad`` flags and
     torch's RNG state are not changed. Raises :class:`ExtractError` when the step cannot
     be traced (naming the module and op, with a remedy) and ``ValueError`` for bad
     arguments.
     """
-    _check_arguments(model, loss_fn, granularity, optimizer)
+    _check_arguments(model, loss_fn, granularity, update)
+    kind, settings = describe_optimizer(optimizer, {id(p): n for n, p in model.named_parameters()})
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     _check_tensors("example_inputs", inputs)
     _check_tensors("example_targets", pytree.tree_leaves(example_targets))
     start = time.perf_counter()
     trainable = _select_trainable(model, train, inputs)
+    if not isinstance(optimizer, str):
+        missing = [n for n in trainable if n not in settings]
+        if missing:
+            raise ValueError(f"optimizer does not hold the trained parameter(s) {', '.join(missing[:3])}"
+                             f"{' ...' if len(missing) > 3 else ''}: give it the parameters train= selects")
+        settings = {n: settings[n] for n in trainable}
     traced = _trace(model, loss_fn, inputs, example_targets, trainable)
     rewrite_inplace(traced.gm)
-    graph = build_graph(traced, granularity=granularity, optimizer=optimizer,
-                         name=name if name is not None else type(model).__name__)
+    graph = build_graph(traced, granularity=granularity, optimizer=kind, update=update, settings=settings,
+                        name=name if name is not None else type(model).__name__)
     graph.trace_seconds = time.perf_counter() - start
     graph.extra["loss_fn"] = loss_fn  # poet.replay.verify runs the eager reference step with it
     log.info("extracted %s: %d nodes, %d edges, %d ATen ops in %.2f s", graph.name, graph.T,
@@ -141,15 +157,15 @@ extract.ExtractError = ExtractError  # type: ignore[attr-defined]
 # =========================================================================== arguments
 
 
-def _check_arguments(model: Any, loss_fn: Any, granularity: Any, optimizer: Any) -> None:
+def _check_arguments(model: Any, loss_fn: Any, granularity: Any, update: Any) -> None:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be callable as loss_fn(output, targets), got {type(loss_fn).__name__}")
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {optimizer!r}")
+    if update not in UPDATES:
+        raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
 
 
 def _check_tensors(what: str, leaves: Iterable[Any]) -> None:

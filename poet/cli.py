@@ -18,6 +18,7 @@ from solver.backends import BACKENDS
 from solver.strategies import STRATEGIES
 
 from . import cli_commands as commands
+from .modelspec import OPTIMIZER_NAMES, UPDATE_NAMES, WEIGHTS_NAMES
 from . import signals
 
 EXAMPLES = {
@@ -34,13 +35,19 @@ EXAMPLES = {
               "poet solve mlp --device nrf52840 --ram 0.9x --runtime 1.5x",
               "poet solve problem.json --ram 256KiB --backend cbc --time-limit 60",
               "poet solve vgg11 --device jetson_tx2 --ram 0.8x --no-paging --json"],
-    "demo": ["poet demo", "poet demo --model mlp --device nrf52840"],
+    "demo": ["poet demo", "poet demo --model cnn_dropout_bn --device nrf52840 --batch-size 4",
+             "poet demo --model resnet18 --device rpi4 --ram 0.5x --update buffered"],
     "inspect": ["poet inspect resnet18 --device rpi4",
                 "poet inspect mlp --device nrf52840 --train bias --out mlp.json",
                 "poet inspect mypkg.models:make --device m4 --batch-size 4"],
     "profiles": ["poet profiles", "poet profiles --json"],
     "zoo": ["poet zoo", "poet inspect mobilenetv2 --device nrf52840 --model-opt width=0.35 "
             "--model-opt resolution=128 --model-opt layout=imagenet --train last"],
+    "fit": ["poet fit ds_cnn --device nrf52840", "poet fit sensor_cnn1d --device all --battery "
+            "1000mAh@3.7V", "poet fit mobilenetv2 --model-opt width=0.35 --model-opt "
+            "resolution=128 --model-opt layout=imagenet --device stm32f746 --no-solve"],
+    "explain": ["poet explain s.json --problem p.json", "poet explain out/demo/schedule.json",
+                "poet explain s.json --problem p.json --changed --json"],
     "simulate": ["poet simulate problem.json schedule.json",
                  "poet simulate problem.json schedule.json --json"],
 }
@@ -58,13 +65,24 @@ def _add_model_args(p, *, device_required=True):
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default 1)")
     p.add_argument("--train", default=None,
                    help="all | bias | last | a comma list of module names to update (default all)")
-    p.add_argument("--optimizer", default=None, choices=["sgd", "sgd_momentum", "adam"],
+    p.add_argument("--optimizer", default=None, choices=list(OPTIMIZER_NAMES),
                    help="optimizer whose state counts as static memory (default sgd)")
+    p.add_argument("--update", default=None, choices=list(UPDATE_NAMES),
+                   help="buffered: PyTorch's backward() then step(), one gradient buffer per "
+                        "trained parameter (default); fused: each gradient applied as soon as it "
+                        "is computed, no gradient buffers (MCUNetV3's Tiny Training Engine)")
+    p.add_argument("--weights", default=None, choices=list(WEIGHTS_NAMES),
+                   help="where frozen parameters live: flash (read in place, out of RAM) or ram; "
+                        "default: the profile's")
     p.add_argument("--granularity", default=None, choices=["layer", "op"],
                    help="one node per layer call (default) or per ATen op")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the model's weights and batch (default 0)")
     _add_model_opt(p)
+    p.add_argument("--fold-bn", action="store_true", default=None,
+                   help="fold each frozen BatchNorm into the convolution before it, as "
+                        "microcontroller deployments do (frozen BatchNorms then use their "
+                        "running statistics)")
 
 
 def _add_model_opt(p):
@@ -110,6 +128,44 @@ def _solve_args(p):
     p.add_argument("--out", help="write the schedule JSON here")
     p.add_argument("--problem-out", help="write the problem JSON here")
     p.add_argument("--verbose", action="store_true", help="stream the solver's own output")
+    p.add_argument("--explain", action="store_true",
+                   help="also print what the schedule does to each layer (as poet explain)")
+    _add_json(p)
+
+
+def _fit_args(p):
+    p.add_argument("model", help="a zoo name (`poet zoo`) or module:function")
+    p.add_argument("--device", default="nrf52840",
+                   help="a profile name or TOML path, a comma list, or 'all' (every built-in); "
+                        "default nrf52840")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the weights and batch (0)")
+    p.add_argument("--optimizer", default=None, choices=list(OPTIMIZER_NAMES),
+                   help="optimizer whose state is counted (default sgd)")
+    _add_model_opt(p)
+    p.add_argument("--train", dest="trains", default=None,
+                   help="comma list of the choices to try among all, bias, last, last2, last4, "
+                        "last8 (default: all of them)")
+    p.add_argument("--weights", dest="weights_list", default="ram,flash",
+                   help="comma list among ram, flash (default both)")
+    p.add_argument("--update", dest="updates", default="buffered,fused",
+                   help="comma list among buffered, fused (default both)")
+    p.add_argument("--fold-bn", dest="fit_fold", nargs="?", const="yes", default=None,
+                   choices=["yes", "both"],
+                   help="fold frozen BatchNorms (yes), or try with and without (both)")
+    p.add_argument("--battery", help="energy of one battery charge: 2.4kJ, 3.7Wh, 1000mAh@3.7V")
+    p.add_argument("--time-limit", type=float, default=5.0, help="seconds per solve (5)")
+    p.add_argument("--gap", type=float, default=1e-2, help="relative gap per solve (1e-2)")
+    p.add_argument("--no-solve", action="store_true", help="memory only: no schedule is solved")
+    _add_json(p)
+
+
+def _explain_args(p):
+    p.add_argument("schedule", help="schedule JSON file (from poet solve)")
+    p.add_argument("--problem", help="the problem JSON it was solved on (default: trace the zoo "
+                                     "model the schedule records again, on its device)")
+    p.add_argument("--changed", action="store_true",
+                   help="only the layers the schedule recomputes or pages")
     _add_json(p)
 
 
@@ -119,8 +175,12 @@ def _verify_args(p):
                                    "module:function)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: recorded)")
     p.add_argument("--train", default=None, help="with --model: all | bias | last | modules")
-    p.add_argument("--optimizer", default=None, choices=["sgd", "sgd_momentum", "adam"],
+    p.add_argument("--optimizer", default=None, choices=list(OPTIMIZER_NAMES),
                    help="with --model (default sgd)")
+    p.add_argument("--update", default=None, choices=list(UPDATE_NAMES),
+                   help="with --model (default buffered)")
+    p.add_argument("--weights", default=None, choices=list(WEIGHTS_NAMES),
+                   help="with --model (default: the profile's)")
     p.add_argument("--seed", type=int, default=None, help="with --model (default 0)")
     _add_model_opt(p)
     p.add_argument("--device", help="price on this device (default: the one the schedule records)")
@@ -130,15 +190,27 @@ def _verify_args(p):
 
 
 def _demo_args(p):
-    p.add_argument("--model", default="resnet18", help="zoo model (default resnet18, 32x32)")
-    p.add_argument("--device", default="nrf52840", help="device profile (default nrf52840)")
+    p.add_argument("--model", default="ds_cnn",
+                   help="zoo model (default ds_cnn: the DS-CNN keyword spotter on 49x10 MFCCs)")
+    p.add_argument("--device", default="stm32f746",
+                   help="device profile (default stm32f746: 320 KiB of RAM, 288 KiB usable)")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--budget", type=float, default=0.5,
-                   help="RAM budget as a fraction of the way from the minimum feasible RAM (0) "
-                        "to the store-all peak (1); default 0.5")
-    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solve (60)")
+    p.add_argument("--train", default="all", help="all | bias | last | module names (all)")
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZER_NAMES))
+    p.add_argument("--update", default="fused", choices=list(UPDATE_NAMES),
+                   help="fused (default: each gradient applied as it is computed) or buffered")
+    p.add_argument("--weights", default=None, choices=list(WEIGHTS_NAMES),
+                   help="frozen weights in flash or ram (default: the profile's)")
+    p.add_argument("--ram", default="device",
+                   help="RAM budget: 'device' (the profile's usable RAM, default), a size, or a "
+                        "multiple of the store-all peak (0.5x)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="instead of --ram: a fraction of the way from the minimum feasible RAM "
+                        "(0) to the store-all peak (1)")
+    p.add_argument("--time-limit", type=float, default=20.0, help="seconds per solve (20)")
     p.add_argument("--out-dir", default="out/demo", help="where to write problem.json and "
                                                          "schedule.json (out/demo)")
+    _add_model_opt(p)
 
 
 def _sweep_args(p):
@@ -198,6 +270,12 @@ COMMANDS = {
              commands.cmd_plot, _plot_args),
     "simulate": ("replay a schedule on a problem and print its energy, time and peaks",
                  commands.cmd_simulate, _simulate_args),
+    "fit": ("does my training fit this chip? every training choice (train, weights, update) "
+            "with its memory, whether it fits, and the least energy per step",
+            commands.cmd_fit, _fit_args),
+    "explain": ("one row per layer: how often a schedule computes and pages it, where it lives "
+                "at the peak, the energy it adds; and what is in RAM at the peak",
+                commands.cmd_explain, _explain_args),
 }
 
 
@@ -238,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 # the model options' defaults; `args.model_flags` lists those the user gave (a problem file,
 # already traced, takes none of them: the commands refuse them rather than ignore them)
 MODEL_DEFAULTS = {"batch_size": 1, "train": "all", "optimizer": "sgd", "granularity": "layer",
-                  "seed": 0}
+                  "seed": 0, "update": "buffered"}
 
 
 def _fill_model_defaults(args) -> None:
@@ -252,6 +330,12 @@ def _fill_model_defaults(args) -> None:
             given.append("--" + dest.replace("_", "-"))
     if getattr(args, "model_opt", None):
         given.append("--model-opt")
+    if getattr(args, "weights", None):
+        given.append("--weights")
+    if getattr(args, "fold_bn", None):
+        given.append("--fold-bn")
+    elif hasattr(args, "fold_bn"):
+        args.fold_bn = False
     args.model_flags = given
     args.batch_size_given = "--batch-size" in given
 

@@ -17,7 +17,7 @@ from solver.strategies import STRATEGIES, get_strategy
 from .cli_tables import (PROFILE_HEADER, inspect_rows, kv, profile_rows, simulate_rows,
                          solve_json, solve_rows, sweep_rows, table, verify_rows)
 
-__all__ = ["cmd_zoo", "cmd_profiles", "cmd_simulate", "cmd_inspect", "cmd_solve", "cmd_verify", "cmd_demo",
+__all__ = ["cmd_zoo", "cmd_fit", "cmd_explain", "cmd_profiles", "cmd_simulate", "cmd_inspect", "cmd_solve", "cmd_verify", "cmd_demo",
            "cmd_sweep", "cmd_plot", "DEMO_ORDER"]
 
 # poet demo: the heuristics, then the MILP strategies, POET (whose schedule is verified) last
@@ -73,7 +73,10 @@ def _spec_from_args(args):
             except ValueError as e:
                 raise ValueError(f"--model-opt: {e}") from None
     return ModelSpec(model=args.model, batch_size=args.batch_size, train=train,
-                     optimizer=args.optimizer, seed=args.seed, options=options)
+                     optimizer=args.optimizer, seed=args.seed, options=options,
+                     fold_bn=bool(getattr(args, "fold_bn", False)),
+                     update=getattr(args, "update", "buffered"),
+                     weights=getattr(args, "weights", None))
 
 
 def _same_file(a, b) -> bool:
@@ -236,6 +239,28 @@ def _repriced(problem, args, budgets):
     return dataclasses.replace(repriced, extra={**repriced.extra, **kept})
 
 
+def _what_would_fit(args, problem) -> str:
+    """"; the device ... usable; <cheapest change>" for an infeasible solve of a model on a device
+    (`poet.fit.cheapest_fix`), or "" when MODEL is a problem file or nothing is known."""
+    if _is_problem_file(args.model) or not args.device:
+        return ""
+    from .fit import cheapest_fix
+    from .profiles import load_profile
+    from .units import format_bytes
+
+    prof = load_profile(args.device)
+    text = (f"; {prof.name} has {format_bytes(prof.ram_bytes)} of RAM, "
+            f"{format_bytes(prof.usable_ram_bytes)} usable")
+    spec = _spec_from_args(args)
+    try:
+        fix = cheapest_fix(spec, args.device, train=spec.train, weights=spec.weights,
+                           update=spec.update, optimizer=spec.optimizer,
+                           batch_size=spec.batch_size, seed=spec.seed, options=spec.options)
+    except ValueError:
+        fix = None
+    return text + (f"; {fix}" if fix else "")
+
+
 def _strategy(args) -> str:
     strategy = args.strategy
     if args.no_remat or args.no_paging:
@@ -252,6 +277,8 @@ def _record_spec(problem, schedule) -> None:
         schedule.extra["model_spec"] = problem.extra["model_spec"]
         schedule.extra["device"] = problem.extra.get("device")
         schedule.extra["granularity"] = problem.extra.get("granularity", "layer")
+        if "weights" in problem.extra:
+            schedule.extra["weights"] = problem.extra["weights"]
 
 
 def cmd_solve(args) -> int:
@@ -266,9 +293,12 @@ def cmd_solve(args) -> int:
     if not args.verbose and not args.json and sys.stderr.isatty():
         def progress(line: str) -> None:
             print(f"\r{line[:100]:<100}", end="", file=sys.stderr, flush=True)
-    result = solver.solve(problem, strategy=strategy, backend=args.backend,
-                          time_limit_s=args.time_limit, threads=args.threads, gap=args.gap,
-                          verbose=args.verbose, progress=progress)
+    try:
+        result = solver.solve(problem, strategy=strategy, backend=args.backend,
+                              time_limit_s=args.time_limit, threads=args.threads, gap=args.gap,
+                              verbose=args.verbose, progress=progress)
+    except solver.InfeasibleError as e:
+        raise ValueError(f"{e}{_what_would_fit(args, problem)}") from None
     if progress is not None:
         print("\r" + " " * 100 + "\r", end="", file=sys.stderr, flush=True)
     if result.schedule is not None:
@@ -278,10 +308,18 @@ def cmd_solve(args) -> int:
         if args.problem_out:
             problem.save(args.problem_out)
     if args.json:
-        print(_dumps(solve_json(problem, result)))
+        d = solve_json(problem, result)
+        if args.explain and result.schedule is not None:
+            from .explain import explain, explain_json
+            d["explain"] = explain_json(explain(problem, result.schedule))
+        print(_dumps(d))
     else:
         print(f"{problem.name}: strategy {strategy}")
         print(kv(solve_rows(problem, result)))
+        if args.explain and result.schedule is not None:
+            from .explain import explain, explain_table
+            print()
+            print(explain_table(explain(problem, result.schedule)))
         if args.out and result.schedule is not None:
             print(f"wrote {args.out}")
     return 0 if result.schedule is not None else 1
@@ -322,6 +360,15 @@ def _verify_spec(args, schedule):
     return spec
 
 
+def _optimizer_for(spec, graph, model):
+    """The optimizer the replay steps with: the spec's kind with poet's default hyperparameters
+    (`poet.modelspec.DEFAULT_HYPERPARAMETERS`), over the parameters the graph trains."""
+    from .modelspec import make_optimizer
+
+    trained = set(graph.trainable)
+    return make_optimizer(spec.optimizer, [p for n, p in model.named_parameters() if n in trained])
+
+
 def cmd_verify(args) -> int:
     from solver import Problem, Schedule
     from poet import extract
@@ -333,10 +380,12 @@ def cmd_verify(args) -> int:
     model, loss_fn, inputs, targets = spec.load()
     granularity = schedule.extra.get("granularity", "layer")
     graph = extract(model, loss_fn, inputs, targets, granularity=granularity, train=spec.train,
-                    optimizer=spec.optimizer, name=spec.model.rsplit(":", 1)[-1])
+                    optimizer=spec.optimizer, update=spec.update,
+                    name=spec.model.rsplit(":", 1)[-1])
     device = args.device or _recorded_device(schedule.extra.get("device"), args.schedule)
     rep = verify(graph, schedule, model, inputs, targets, problem=problem, loss_fn=loss_fn,
-                 flash_dir=args.flash_dir, device=device)
+                 flash_dir=args.flash_dir, device=device,
+                 optimizer=_optimizer_for(spec, graph, model))
     if args.json:
         print(_dumps(rep.to_dict()))
     else:
@@ -350,6 +399,92 @@ def cmd_verify(args) -> int:
     return 0 if rep.passed else 1
 
 
+# ---- poet fit ----------------------------------------------------------------------------------
+def _choices(text, allowed, option):
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if not items or bad:
+        raise ValueError(f"{option}: {', '.join(bad) or repr(text)} not among "
+                         f"{', '.join(allowed)}")
+    return items
+
+
+def cmd_fit(args) -> int:
+    from .fit import fit, fit_json, fit_table
+    from .modelspec import UPDATE_NAMES, WEIGHTS_NAMES
+
+    _check_solver_options(args)
+    args.train, args.update, args.weights, args.fold_bn = "all", "buffered", None, False
+    spec = _spec_from_args(args)
+    device = args.device if args.device == "all" or "," not in args.device \
+        else [d.strip() for d in args.device.split(",") if d.strip()]
+    trains = None
+    if args.trains:
+        trains = [t.strip() for t in args.trains.split(",") if t.strip()]
+        bad = [t for t in trains if not (t in ("all", "bias", "last") or
+                                         (t.startswith("last") and t[4:].isdigit()))]
+        if bad or not trains:
+            raise ValueError(f"--train: {', '.join(bad) or repr(args.trains)} not among all, "
+                             f"bias, last, last<k> (last2, last4, ...)")
+    sparse = sorted({int(t[4:]) for t in trains or () if t.startswith("last") and t[4:]}) or None
+    kw = {} if sparse is None else {"sparse": sparse}
+    report = fit(spec, device, batch_size=spec.batch_size, seed=spec.seed, options=spec.options,
+                 optimizer=spec.optimizer, trains=trains,
+                 weights=_choices(args.weights_list, WEIGHTS_NAMES, "--weights"),
+                 updates=_choices(args.updates, UPDATE_NAMES, "--update"),
+                 fold_bn={"yes": True, "both": "both", None: False}[args.fit_fold],
+                 battery=args.battery, time_limit_s=args.time_limit, gap=args.gap,
+                 solve=not args.no_solve, **kw)
+    if args.json:
+        print(_dumps(fit_json(report)))
+    else:
+        print(fit_table(report))
+    return 0
+
+
+# ---- poet explain ------------------------------------------------------------------------------
+def _explain_problem(args, schedule):
+    """The problem a schedule is explained on: --problem, else the recorded zoo model traced and
+    priced again on the recorded device (it must give the schedule's fingerprint)."""
+    from solver import Problem
+    from poet import extract
+    from .costs import make_problem
+
+    if args.problem:
+        return Problem.load(args.problem)
+    if schedule.extra.get("model_spec") is None:
+        raise ValueError(f"{args.schedule} records no model; give the problem it was solved on "
+                         f"with --problem")
+    args.model, args.model_flags, args.batch_size_given = None, [], False
+    spec = _verify_spec(args, schedule)
+    device = _recorded_device(schedule.extra.get("device"), args.schedule)
+    if device is None:
+        raise ValueError(f"{args.schedule} records no device; give --problem")
+    model, loss_fn, inputs, targets = spec.load()
+    graph = extract(model, loss_fn, inputs, targets,
+                    granularity=schedule.extra.get("granularity", "layer"), train=spec.train,
+                    optimizer=spec.optimizer, name=spec.model)
+    problem = make_problem(graph, device)
+    if schedule.problem_fingerprint not in (None, problem.fingerprint):
+        raise ValueError(f"{args.schedule} was made for another problem than {spec.model} traced "
+                         f"on {device} gives today; give the problem with --problem")
+    return problem
+
+
+def cmd_explain(args) -> int:
+    from solver import Schedule
+    from .explain import explain, explain_json, explain_table
+
+    schedule = Schedule.load(args.schedule)
+    problem = _with_schedule_budget(_explain_problem(args, schedule), schedule)
+    expl = explain(problem, schedule)
+    if args.json:
+        print(_dumps(explain_json(expl, only_changed=args.changed)))
+    else:
+        print(explain_table(expl, only_changed=args.changed))
+    return 0
+
+
 # ---- poet demo ---------------------------------------------------------------------------------
 def _demo_problem(args, out: Path):
     """Trace the demo model, price it, set the RAM budget; print what was traced."""
@@ -358,23 +493,38 @@ def _demo_problem(args, out: Path):
     import solver
     from poet import extract
     from .costs import make_problem
-    from .modelspec import ModelSpec
+    from .modelspec import ModelSpec, check_batch_size
     from .units import format_bytes
 
-    spec = ModelSpec(args.model, batch_size=args.batch_size)
+    check_batch_size(args.batch_size, "--batch-size")
+    args.seed, args.granularity, args.fold_bn = 0, "layer", False
+    spec = _spec_from_args(args)
     model, loss_fn, inputs, targets = spec.load()
-    graph = extract(model, loss_fn, inputs, targets, name=args.model)
-    free = make_problem(graph, args.device)
+    graph = extract(model, loss_fn, inputs, targets, train=spec.train, optimizer=spec.optimizer,
+                    update=spec.update, name=args.model)
+    free = make_problem(graph, args.device, weights=spec.weights)
     lo, hi = solver.min_feasible_ram(free), solver.store_all_peak(free)
-    budget = int(lo + args.budget * (hi - lo))
+    if args.budget is not None:
+        budget = int(lo + args.budget * (hi - lo))
+        how = f"{args.budget:.0%} of the way from the minimum feasible RAM to the store-all peak"
+    else:
+        budget = make_problem(graph, args.device, weights=spec.weights,
+                              ram_budget=args.ram).ram_budget_bytes
+        how = "the device's usable RAM" if str(args.ram).lower() == "device" else f"--ram {args.ram}"
     problem = free.with_budgets(ram_budget_bytes=budget)
     problem = dataclasses.replace(problem, extra={
         **problem.extra, "model_spec": spec.to_dict(), "granularity": "layer"})
     problem.save(out / "problem.json")
-    print(f"{args.model} (batch {args.batch_size}) on {args.device}: {graph.T} nodes, "
-          f"{len(graph.edges)} edges, traced in {graph.trace_seconds:.2f} s")
-    print(f"RAM budget {format_bytes(budget)}: {args.budget:.0%} of the way from the minimum "
-          f"feasible {format_bytes(lo)} to the store-all peak {format_bytes(hi)}")
+    split = ", ".join(f"{k.replace('_', ' ')} {format_bytes(v)}"
+                      for k, v in graph.static_breakdown.items() if v)
+    print(f"{args.model} (batch {args.batch_size}, train={spec.train}, {spec.optimizer}, "
+          f"{spec.update} update, weights in {problem.extra.get('weights', 'ram')}) on "
+          f"{args.device}: {graph.T} nodes, {len(graph.edges)} edges, traced in "
+          f"{graph.trace_seconds:.2f} s")
+    print(f"static {format_bytes(problem.static_bytes)} in RAM ({split})")
+    print(f"RAM budget {format_bytes(budget)} ({how}); the minimum feasible RAM is "
+          f"{format_bytes(lo)}, store-all (PyTorch's way: every activation kept) needs "
+          f"{format_bytes(hi)}")
     print()
     return spec, (model, loss_fn, inputs, targets), graph, problem
 
@@ -403,9 +553,10 @@ def _demo_solves(problem, time_limit: float):
 
 def cmd_demo(args) -> int:
     """The main job on built-in defaults: trace, solve every strategy at one budget, verify."""
+    from .explain import explain, explain_table
     from .replay import verify
 
-    if not 0 <= args.budget <= 1:
+    if args.budget is not None and not 0 <= args.budget <= 1:
         raise ValueError(f"--budget must be between 0 (the minimum feasible RAM) and 1 (the "
                          f"store-all peak), got {args.budget}")
     check_time_limit(args.time_limit, "--time-limit")
@@ -420,10 +571,14 @@ def cmd_demo(args) -> int:
         return 1
     sched = best.schedule
     sched.extra.update({"model_spec": spec.to_dict(), "device": args.device,
-                        "granularity": "layer"})
+                        "granularity": "layer", "weights": problem.extra.get("weights", "ram")})
     sched.save(out / "schedule.json")
     print()
-    rep = verify(graph, sched, model, inputs, targets, problem=problem, loss_fn=loss_fn)
+    print("what the POET schedule does (the layers it recomputes or pages; poet explain shows all):")
+    print(explain_table(explain(problem, sched), only_changed=True))
+    print()
+    rep = verify(graph, sched, model, inputs, targets, problem=problem, loss_fn=loss_fn,
+                 optimizer=_optimizer_for(spec, graph, model))
     print("replayed on real tensors against eager PyTorch:")
     print(kv(verify_rows(rep)))
     print("PASS" if rep.passed else "FAIL: " + "; ".join(rep.failures))

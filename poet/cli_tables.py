@@ -152,9 +152,19 @@ def verify_rows(rep) -> list[list[str]]:
                           f"measured {rep.measured_flash_written:,} B"],
         ["flash read", f"predicted {rep.predicted_flash_read:,} B, "
                        f"measured {rep.measured_flash_read:,} B"],
-        ["gradients", f"max |diff| {rep.max_abs_grad_diff:.3g} (scale {rep.grad_scale:.3g}, "
-                      f"relative {rep.max_rel_grad_diff:.3g})"
-                      + ("; bitwise equal to eager" if rep.bitwise else "")],
+        *([] if getattr(rep, "update", "buffered") == "fused" else
+          [["gradients", f"max |diff| {rep.max_abs_grad_diff:.3g} (scale {rep.grad_scale:.3g}, "
+                         f"relative {rep.max_rel_grad_diff:.3g})"
+                         + ("; bitwise equal to eager" if rep.bitwise else "")]]),
+        *([["parameters", f"after the {rep.update} update: max |diff| {rep.max_param_diff:.3g}"
+                          + ("; bitwise equal to eager backward() + step()"
+                             if rep.params_bitwise else "")],
+           ["optimizer state", "bitwise equal to eager" if rep.optimizer_state_bitwise
+                               else "differs from eager"]]
+          if getattr(rep, "params_compared", False) else []),
+        *([["weights in flash", f"{format_bytes(rep.weights_file_bytes)} memory-mapped from a "
+                                f"file, outside the RAM counted"]]
+          if getattr(rep, "weights_file_bytes", 0) else []),
         ["loss", f"{rep.loss:.6g} (eager {rep.eager_loss:.6g})"],
         ["buffers", f"max |diff| {rep.max_buffer_diff:.3g}"],
         ["instructions", f"{rep.n_instructions} ({rep.n_recompute} recomputes, "

@@ -13,6 +13,20 @@ writes W bytes of RAM, and produces an output of O bytes, on a profile p (`poet.
 
     pageout_s = pageout_j = pagein_s = pagein_j = 0                                 (O = 0)
 
+Where the weights live (`make_problem(..., weights="flash" | "ram")`, default the profile's
+`weights`): with "flash", the frozen parameters stay in the program flash (`p.program_flash`)
+and are read in place: they leave the problem's static bytes, and a node that reads w bytes of
+them (its frozen static inputs, once per compute, so again on every recompute) pays
+
+    compute_s += w / p.program_flash.read_bytes_per_s
+    compute_j  = p.active_power_w * compute_s + w * p.program_flash.read_j_per_byte
+
+(the core runs at its active power while it waits for the flash, and the read itself costs
+read_j_per_byte on top). Trained parameters are always in RAM (written every step). The frozen
+bytes must fit in the program flash beside the firmware (capacity_bytes - reserved_bytes) and,
+where paging shares that chip (shared_with_paging), beside the paging area the profile sets aside
+(flash_bytes, which is then what a "device" flash budget means).
+
 Why these choices:
 
 - Compute energy is active power times the roofline time. When a node is compute-bound this is
@@ -53,19 +67,22 @@ from .profiles import Profile, load_profile
 from .units import parse_budget
 
 __all__ = ["NodeCounts", "Price", "graph_to_problem", "roofline_price", "price_node",
-           "make_problem", "reprice", "apply_budgets", "COST_MODEL"]
+           "make_problem", "reprice", "apply_budgets", "COST_MODEL", "WEIGHTS"]
 
 COST_MODEL = "poet.costs/roofline-1"
 _GRAPH_NODE_FIELDS = ("id", "name", "kind", "flops", "extra_flops", "bytes_read",
                       "bytes_written", "out_bytes", "workspace_bytes")
 _PRICE_FIELDS = ("flops", "extra_flops", "bytes_read", "bytes_written")  # kept in Node.extra
+_FROZEN_FIELD = "frozen_bytes_read"  # kept in Node.extra when > 0: frozen parameter bytes the node reads
+WEIGHTS = ("flash", "ram")
 
 
 @dataclass(frozen=True)
 class NodeCounts:
     """What a price reads of one node: FLOPs the counter scores (`flops`) and the estimate of
-    the work it ignores (`extra_flops`), bytes of RAM read and written while computing, and the
-    bytes of the output that paging moves.
+    the work it ignores (`extra_flops`), bytes of RAM read and written while computing, the
+    bytes of the output that paging moves, and the bytes of weights it reads in place from the
+    program flash (`weight_bytes_read`: its frozen parameters when weights="flash", else 0).
 
     Each is a finite number >= 0 (ints, floats and numpy scalars; not bool), kept as a plain
     Python int or float so that it is written to JSON as given. Raises ValueError naming the
@@ -77,6 +94,7 @@ class NodeCounts:
     bytes_read: int | float = 0
     bytes_written: int | float = 0
     out_bytes: int | float = 0
+    weight_bytes_read: int | float = 0  # frozen parameter bytes read in place from the program flash
 
     def __post_init__(self):
         for f in fields(self):
@@ -108,12 +126,21 @@ def roofline_price(profile: Profile) -> Price:
         moved = float(counts.bytes_read) + float(counts.bytes_written)
         out = float(counts.out_bytes)
         compute_s = max(f / profile.flops_per_s, moved / profile.mem_bandwidth_bytes_per_s)
+        weights = float(counts.weight_bytes_read)
+        read_j = 0.0
+        if weights > 0:
+            pf = profile.program_flash
+            if pf is None:
+                raise ValueError(f"weight_bytes_read is {counts.weight_bytes_read} but profile "
+                                 f"{profile.name!r} has no [program_flash] to read weights from")
+            compute_s += weights / pf.read_bytes_per_s
+            read_j = weights * pf.read_j_per_byte
         if out > 0:
             pageout_s = profile.flash_write_latency_s + out / profile.flash_write_bytes_per_s
             pagein_s = profile.flash_read_latency_s + out / profile.flash_read_bytes_per_s
         else:
             pageout_s = pagein_s = 0.0
-        return {"compute_s": compute_s, "compute_j": profile.active_power_w * compute_s,
+        return {"compute_s": compute_s, "compute_j": profile.active_power_w * compute_s + read_j,
                 "pagein_s": pagein_s, "pagein_j": profile.flash_read_power_w * pagein_s,
                 "pageout_s": pageout_s, "pageout_j": profile.flash_write_power_w * pageout_s}
 
@@ -121,7 +148,8 @@ def roofline_price(profile: Profile) -> Price:
 
 
 def price_node(profile: Profile, *, flops: float, extra_flops: float = 0, bytes_read: float = 0,
-               bytes_written: float = 0, out_bytes: float = 0) -> dict[str, float]:
+               bytes_written: float = 0, out_bytes: float = 0,
+               weight_bytes_read: float = 0) -> dict[str, float]:
     """Cost of one node on `profile` by the formulas in the module docstring: a dict keyed by
     `solver.problem.COST_FIELDS`, which `solver.Node(**costs, ...)` takes as it is.
 
@@ -130,7 +158,8 @@ def price_node(profile: Profile, *, flops: float, extra_flops: float = 0, bytes_
     """
     price = roofline_price(profile)
     return price(NodeCounts(flops=flops, extra_flops=extra_flops, bytes_read=bytes_read,
-                            bytes_written=bytes_written, out_bytes=out_bytes))
+                            bytes_written=bytes_written, out_bytes=out_bytes,
+                            weight_bytes_read=weight_bytes_read))
 
 
 def _free(counts: NodeCounts) -> dict[str, float]:
@@ -167,7 +196,8 @@ def _json_request(value: Any) -> Any:
 # ---- one function from counted nodes to a problem -----------------------------------------------
 
 def _priced_node(where: str, price: Price, counts: NodeCounts, *, id: Any, name: Any, kind: Any,
-                 workspace_bytes: Any, module_path: Any, aten_nodes: Any) -> solver.Node:
+                 workspace_bytes: Any, module_path: Any, aten_nodes: Any, frozen_read: int = 0,
+                 node_extra: Mapping[str, Any] | None = None) -> solver.Node:
     """One `solver.Node` priced by `price`; its `extra` keeps the counts (and, when known, the
     module path and ATen ops) so that `reprice` can price it again."""
     try:
@@ -179,6 +209,11 @@ def _priced_node(where: str, price: Price, counts: NodeCounts, *, id: Any, name:
         raise ValueError(f"{where}: the price returned {got}; it must return a mapping with "
                          f"exactly the keys {', '.join(COST_FIELDS)}")
     extra: dict[str, Any] = {f: getattr(counts, f) for f in _PRICE_FIELDS}
+    if frozen_read:
+        extra[_FROZEN_FIELD] = frozen_read
+    for key in ("update_of",):  # what the solver and the CLI may want to know about a node
+        if node_extra and key in node_extra:
+            extra[key] = node_extra[key]
     if module_path is not None:
         extra["module_path"] = str(module_path)
     if aten_nodes is not None:
@@ -206,7 +241,7 @@ def _graph_name(graph) -> str:
     return graph_name
 
 
-def _graph_node(k: int, gn: Any, price: Price) -> solver.Node:
+def _graph_node(k: int, gn: Any, price: Price, frozen_read: int = 0, in_flash: bool = False) -> solver.Node:
     where = f"graph node {k}"
     missing = [f for f in _GRAPH_NODE_FIELDS if not hasattr(gn, f)]
     if missing:
@@ -215,17 +250,66 @@ def _graph_node(k: int, gn: Any, price: Price) -> solver.Node:
     where = f"graph node {k} ({gn.name!r})"
     try:
         counts = NodeCounts(flops=gn.flops, extra_flops=gn.extra_flops, bytes_read=gn.bytes_read,
-                            bytes_written=gn.bytes_written, out_bytes=gn.out_bytes)
+                            bytes_written=gn.bytes_written, out_bytes=gn.out_bytes,
+                            weight_bytes_read=frozen_read if in_flash else 0)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
+    extra = getattr(gn, "extra", None)
     return _priced_node(where, price, counts, id=gn.id, name=gn.name, kind=gn.kind,
                         workspace_bytes=gn.workspace_bytes,
                         module_path=getattr(gn, "module_path", None),
-                        aten_nodes=getattr(gn, "aten_nodes", None))
+                        aten_nodes=getattr(gn, "aten_nodes", None), frozen_read=frozen_read,
+                        node_extra=extra if isinstance(extra, Mapping) else None)
+
+
+def _check_weights(weights: Any) -> str:
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS} (where frozen parameters live), "
+                         f"got {weights!r}")
+    return weights
+
+
+def _frozen_reads(graph) -> tuple[list[int], int]:
+    """Per node, the frozen parameter bytes it reads, and the frozen bytes in all (0 for a graph
+    that does not say: one that is not a TrainingGraph)."""
+    reads = getattr(graph, "frozen_bytes_read", None)
+    if not callable(reads):
+        return [0] * len(graph.nodes), 0
+    return list(reads()), int(graph.frozen_param_bytes)
+
+
+def _weights_extra(weights: str, frozen: int) -> dict[str, Any]:
+    """What a problem records of its weights: the placement, the frozen bytes, and the bytes
+    the weights tier (program flash) holds."""
+    return {"weights": weights, "frozen_param_bytes": frozen,
+            "weights_flash_bytes": frozen if weights == "flash" else 0}
+
+
+def _ram_split(graph, weights: str) -> dict[str, Any]:
+    """``{"static_breakdown": ...}``: what the static bytes in RAM are made of (messages name
+    it; frozen weights in flash are not in RAM), or {} when the graph states no split."""
+    split = getattr(graph, "static_breakdown", None)
+    if not isinstance(split, Mapping) or sum(split.values()) != graph.static_bytes:
+        return {}
+    split = {k: int(v) for k, v in split.items()}
+    if weights == "flash" and "frozen_params" in split:
+        split["frozen_params"] = 0
+    return {"static_breakdown": {k: v for k, v in split.items() if v}}
+
+
+def _repriced_split(split: Any, weights: str) -> dict[str, Any]:
+    """The RAM split of a repriced problem: the recorded one, with the frozen parameters out
+    of it for weights in flash. (Moving them back to RAM leaves a split that no longer adds up
+    to the static bytes, which messages then do not show.)"""
+    if not isinstance(split, Mapping) or not all(isinstance(v, int) for v in split.values()):
+        return {}
+    if weights == "flash":
+        return {"static_breakdown": {k: v for k, v in split.items() if k != "frozen_params"}}
+    return {"static_breakdown": dict(split)}
 
 
 def graph_to_problem(graph, price: Price | None = None, *, name: str | None = None,
-                     extra: Mapping[str, Any] | None = None) -> solver.Problem:
+                     extra: Mapping[str, Any] | None = None, weights: str = "ram") -> solver.Problem:
     """`graph` as a `solver.Problem` whose node costs are `price(NodeCounts)`; no budgets.
 
     `graph` is a `poet.graph.TrainingGraph` or anything with the same attributes: `nodes` (each
@@ -236,16 +320,29 @@ def graph_to_problem(graph, price: Price | None = None, *, name: str | None = No
     `price=None` gives every cost 0: the structural problem, enough for the simulator to check a
     schedule's rules and memory. Each node's `extra` keeps flops, extra_flops, bytes_read,
     bytes_written, module_path and aten_nodes (`reprice` reads them back). The problem is named
-    `name` or `graph.name`; its `extra` is a copy of `extra` (default empty).
+    `name` or `graph.name`; its `extra` is a copy of `extra` plus the weights record (`weights`,
+    `frozen_param_bytes`, `weights_flash_bytes`). `weights="flash"` takes the frozen parameters
+    out of `static_bytes` and gives each node's counts the frozen bytes it reads
+    (`NodeCounts.weight_bytes_read`); a node that reads frozen parameters records those bytes
+    in its extra (`frozen_bytes_read`) either way.
 
     Raises ValueError (naming the graph node and attribute) for bad input or a price that does
     not return the six costs, and solver.ProblemError if the graph's structure is not a valid
     problem (ids out of order, backward edges) or a cost is negative or not finite.
     """
     graph_name = _graph_name(graph)
+    weights = _check_weights(weights)
     price = _free if price is None else price
-    nodes = [_graph_node(k, gn, price) for k, gn in enumerate(graph.nodes)]
-    return _problem(nodes, graph.edges, graph.static_bytes,
+    reads, frozen = _frozen_reads(graph)
+    in_flash = weights == "flash"
+    nodes = [_graph_node(k, gn, price, r, in_flash) for k, (gn, r) in enumerate(zip(graph.nodes, reads))]
+    static = _whole("graph.static_bytes", graph.static_bytes)
+    if in_flash and frozen > static:
+        raise ValueError(f"graph.static_bytes ({static}) are fewer than its frozen parameter bytes ({frozen})")
+    extra = dict(extra) if extra is not None else {}
+    if frozen or in_flash:
+        extra.update(_weights_extra(weights, frozen))
+    return _problem(nodes, graph.edges, static - frozen if in_flash else static,
                     name if name is not None else graph_name, extra)
 
 
@@ -308,16 +405,36 @@ def _priced_extra(profile: Profile, model: str, ram_budget, runtime_budget,
                                "flash": _json_request(flash_budget)}}
 
 
+def _check_fit(profile: Profile, weights: str, frozen: int) -> None:
+    """Frozen weights kept in flash must fit in the program flash beside the firmware and, where
+    paging shares that chip, beside the paging area (`Profile.check_weights_fit`)."""
+    if weights != "flash" or frozen == 0:
+        return
+    if profile.program_flash is None:
+        raise ValueError(f"weights='flash': profile {profile.name!r} has no [program_flash] section "
+                         f"to keep the {frozen} B of frozen parameters in; use weights='ram'")
+    try:
+        profile.check_weights_fit(frozen, what="the frozen weights")
+    except ValueError as e:
+        raise ValueError(f"{e}; train more of the model or use weights='ram'") from None
+
+
 def make_problem(graph, profile: Profile | str | os.PathLike, *, ram_budget=None,
-                 runtime_budget=None, flash_budget=None, name: str | None = None) -> solver.Problem:
-    """`graph_to_problem(graph, roofline_price(profile))` with the budgets set.
+                 runtime_budget=None, flash_budget=None, name: str | None = None,
+                 weights: str | None = None) -> solver.Problem:
+    """`graph_to_problem(graph, roofline_price(profile), weights=...)` with the budgets set.
+
+    `weights`: where the frozen parameters live, "flash" (read in place from the program flash,
+    priced per reading node, out of the RAM) or "ram"; None (default) takes the profile's
+    `weights`. With "flash" they must fit in the program flash (capacity_bytes - reserved_bytes),
+    else ValueError naming the sizes.
 
     `graph` as in `graph_to_problem`; `profile` is a Profile, a built-in name or a TOML path.
 
     Budgets (see `poet.units.parse_budget`): `ram_budget` takes bytes, a size string ("256KiB"),
-    "device" (profile.usable_ram_bytes: the RAM minus its reserve), a multiple of the store-all
-    peak ("0.5x") or None (no limit);
-    `flash_budget` takes bytes, a size string, "device" (profile.flash_bytes) or None;
+    "device" (profile.usable_ram_bytes: RAM less ram_reserve_bytes), a multiple of the store-all
+    peak ("0.5x") or None (no limit); `flash_budget` takes bytes, a size string, "device"
+    (profile.flash_bytes, less the weights where paging shares the program flash) or None;
     `runtime_budget` takes seconds (2.5 or "2.5s"), a multiple of the store-all time ("1.5x",
     `Problem.store_all_time_s`, the sum of compute_s in id order) or None. A multiple is rounded
     down to whole bytes.
@@ -332,40 +449,63 @@ def make_problem(graph, profile: Profile | str | os.PathLike, *, ram_budget=None
     backward edges).
     """
     profile = load_profile(profile)
+    weights = _check_weights(profile.weights if weights is None else weights)
     _check_budgets(ram_budget, runtime_budget, flash_budget)
     graph_name = _graph_name(graph)
+    frozen = _frozen_reads(graph)[1]
+    _check_fit(profile, weights, frozen)
     problem = graph_to_problem(
         graph, roofline_price(profile),
         name=name if name is not None else f"{graph_name}@{profile.name}",
-        extra=_priced_extra(profile, graph_name, ram_budget, runtime_budget, flash_budget))
+        extra={**_priced_extra(profile, graph_name, ram_budget, runtime_budget, flash_budget),
+               **_weights_extra(weights, frozen), **_ram_split(graph, weights)},
+        weights=weights)
     return apply_budgets(problem, profile, ram_budget=ram_budget, runtime_budget=runtime_budget,
                          flash_budget=flash_budget)
 
 
 def reprice(problem: solver.Problem, profile: Profile | str | os.PathLike, *, ram_budget=None,
-            runtime_budget=None, flash_budget=None, name: str | None = None) -> solver.Problem:
+            runtime_budget=None, flash_budget=None, name: str | None = None,
+            weights: str | None = None) -> solver.Problem:
     """The same graph priced for another device, from the `NodeCounts` that `graph_to_problem`
     stored in each node's extra (no torch, no tracing): equal to `make_problem` on the graph.
-    Budgets as in `make_problem`; the name defaults to "<model>@<profile.name>".
+    Budgets and `weights` as in `make_problem` (the frozen bytes each node reads and the frozen
+    bytes in all come from the problem's records; a problem without them is taken to have no
+    frozen parameters); the name defaults to "<model>@<profile.name>".
 
     Raises ValueError if a node lacks those counts (the problem was not made by make_problem or
     graph_to_problem) or one is not a finite number >= 0.
     """
     counts = [_counts_of(n) for n in problem.nodes]
     profile = load_profile(profile)
+    weights = _check_weights(profile.weights if weights is None else weights)
     _check_budgets(ram_budget, runtime_budget, flash_budget)
     model = problem.extra.get("model")
     if not isinstance(model, str):
         model = problem.name.split("@")[0]
+    frozen = _whole("problem extra frozen_param_bytes", problem.extra.get("frozen_param_bytes", 0))
+    moved = _whole("problem extra weights_flash_bytes", problem.extra.get("weights_flash_bytes", 0))
+    _check_fit(profile, weights, frozen)
+    in_flash = weights == "flash"
     price = roofline_price(profile)
-    nodes = [_priced_node(f"problem node {n.id} ({n.name!r})", price, c, id=n.id, name=n.name,
-                          kind=n.kind, workspace_bytes=n.workspace_bytes,
-                          module_path=n.extra.get("module_path"),
-                          aten_nodes=n.extra.get("aten_nodes"))
-             for n, c in zip(problem.nodes, counts)]
-    repriced = _problem(nodes, problem.edges, problem.static_bytes,
+    nodes = []
+    for n, c in zip(problem.nodes, counts):
+        where = f"problem node {n.id} ({n.name!r})"
+        read = _whole(f"{where}.{_FROZEN_FIELD}", n.extra.get(_FROZEN_FIELD, 0))
+        c = NodeCounts(flops=c.flops, extra_flops=c.extra_flops, bytes_read=c.bytes_read,
+                       bytes_written=c.bytes_written, out_bytes=c.out_bytes,
+                       weight_bytes_read=read if in_flash else 0)
+        nodes.append(_priced_node(where, price, c, id=n.id, name=n.name,
+                                  kind=n.kind, workspace_bytes=n.workspace_bytes,
+                                  module_path=n.extra.get("module_path"),
+                                  aten_nodes=n.extra.get("aten_nodes"), frozen_read=read,
+                                  node_extra=n.extra))
+    static = problem.static_bytes + moved  # every parameter in RAM again
+    repriced = _problem(nodes, problem.edges, static - frozen if in_flash else static,
                         name if name is not None else f"{model}@{profile.name}",
-                        _priced_extra(profile, model, ram_budget, runtime_budget, flash_budget))
+                        {**_priced_extra(profile, model, ram_budget, runtime_budget, flash_budget),
+                         **_weights_extra(weights, frozen),
+                         **_repriced_split(problem.extra.get("static_breakdown"), weights)})
     return apply_budgets(repriced, profile, ram_budget=ram_budget, runtime_budget=runtime_budget,
                          flash_budget=flash_budget)
 
@@ -388,7 +528,7 @@ def apply_budgets(problem: solver.Problem, profile: Profile | str | os.PathLike 
         profile = device
     prof = load_profile(profile) if profile is not None else None
     return problem.with_budgets(
-        ram_budget_bytes=_resolve_size(ram, problem, prof, "usable_ram_bytes"),
+        ram_budget_bytes=_resolve_size(ram, problem, prof, "ram_bytes"),
         runtime_budget_s=_resolve_runtime(runtime, problem, runtime_budget),
         flash_budget_bytes=_resolve_size(flash, problem, prof, "flash_bytes"))
 
@@ -403,12 +543,21 @@ def _resolve_size(parsed, problem: solver.Problem, profile: Profile | None,
     if kind == "bytes":
         return number
     if kind == "device":
-        return getattr(profile, device_field)
+        if device_field == "ram_bytes":
+            return profile.usable_ram_bytes
+        return _paging_left(profile, problem)
     if kind == "multiple":
         from .units import check_max_bytes
         return check_max_bytes(math.floor(number * solver.store_all_peak(problem)),
                                f"{device_field.split('_')[0]} budget {number}x the store-all peak")
     raise AssertionError(kind)  # pragma: no cover - parse_budget returns only these kinds
+
+
+def _paging_left(profile: Profile, problem: solver.Problem) -> int:
+    """The paging storage a "device" flash budget means: the profile's paging area,
+    flash_bytes (where paging shares the program flash, the profile sets that area aside
+    beside the firmware and the weights: `Profile.weights_capacity_bytes`)."""
+    return profile.flash_bytes
 
 
 def _resolve_runtime(parsed, problem: solver.Problem, request) -> float | None:

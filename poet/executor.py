@@ -27,6 +27,22 @@ What the executor guarantees
     problem's ``static_bytes`` hold one per trained parameter); a gradient that already has
     its parameter's layout hands its storage over instead of being copied, as autograd's
     AccumulateGrad does, else it is copied into a buffer of the parameter's layout.
+* Fused updates (a graph traced with ``update="fused"``): an update node applies the
+  user's optimizer to its one parameter as soon as the gradient exists: it sets ``p.grad`` to
+  the gradient, lets ``optimizer.step()`` see only that parameter (its param group with
+  ``params=[p]``; the state is the optimizer's own, keyed by parameter) and clears ``p.grad``
+  again. torch's single-tensor SGD and Adam treat each parameter independently, so after the
+  step the parameters and the optimizer state equal eager ``loss.backward(); opt.step()``
+  bitwise. The executor refuses a schedule that computes a node reading a parameter after that
+  parameter's update, or an update node twice. Temporaries the optimizer makes (weight decay,
+  Adam's denominator) are measured with a dispatch mode during the update (storages that end
+  up as optimizer state are not temporaries) and are the update node's workspace; outside
+  ``check_values`` runs the measurement is made once per node and optimizer configuration
+  (settings, state present or not) per :class:`Prepared` and reused.
+* Weights in flash (a problem with ``extra["weights"] == "flash"``): the frozen parameters
+  are written once to a file (:class:`poet.flash.WeightsFile`) and read through a memory map,
+  so the replay runs on those mapped tensors; like all static memory they are outside the
+  measured RAM, and the problem's static bytes leave them out.
 * Paging goes through real files (:class:`poet.flash.FlashFolder`, whose docstring gives the
   file format): a page-in restores the exact bytes and layout. The flash folder is removed
   when the step ends, also when it fails.
@@ -60,16 +76,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from solver import Problem, Schedule
 from solver.simulate import Machine, check_fingerprint
 
 from .errors import ReplayError
-from .flash import FlashFolder
+from .flash import FlashFolder, WeightsFile
 from .graph import GraphNode, TrainingGraph, evaluate
 from .node_plans import NodePlan, graph_plans
-from .resolve import check_batch, check_model, for_problem, resolve_problem
-from .storage import LiveStorages, digest, storage_bytes
+from .resolve import check_batch, check_model, for_problem, problem_weights, resolve_problem
+from .storage import LiveStorages, digest, storage_bytes, tensors_of
 
 __all__ = ["execute", "prepare", "run_prepared", "Prepared", "ExecutionResult"]
 
@@ -94,7 +111,9 @@ class ExecutionResult:
     outputs and the peak of its temporaries (largest over its computes). ``frees_not_released``:
     frees after which a tensor object of the node was still alive (0 when nothing leaks).
     ``value_mismatches``: with ``check_values=True``, the instructions whose recompute or
-    page-in gave other bytes than the first compute.
+    page-in gave other bytes than the first compute. ``n_updates``: fused parameter updates
+    applied. ``weights_file_bytes``: size of the memory-mapped file holding the frozen weights
+    (0 unless the weights are in flash).
     """
 
     loss: torch.Tensor
@@ -121,6 +140,8 @@ class ExecutionResult:
     compute_seconds: float
     paging_seconds: float
     value_mismatches: list[str] = field(default_factory=list)
+    n_updates: int = 0
+    weights_file_bytes: int = 0
 
 
 # =========================================================================== the executor
@@ -128,7 +149,7 @@ class ExecutionResult:
 
 def execute(graph: TrainingGraph, schedule: Schedule, model: torch.nn.Module, inputs: Any, targets: Any, *,
             flash_dir: str | os.PathLike | None = None, problem: Problem | None = None,
-            into_model: bool = False, check_values: bool = False) -> ExecutionResult:
+            into_model: bool = False, check_values: bool = False, optimizer: Any = None) -> ExecutionResult:
     """Run one training step of ``model`` on ``inputs``/``targets`` in the order ``schedule`` gives.
 
     ``graph`` is the step traced by :func:`poet.extract` for this model and batch shape. The
@@ -145,10 +166,15 @@ def execute(graph: TrainingGraph, schedule: Schedule, model: torch.nn.Module, in
     hashes each node's tensors at their first compute and compares recomputes and page-ins to
     it (slower; :func:`poet.replay.verify` turns it on); scratch outputs the trace saw as empty
     (``NodePlan.opaque``: the CPU LSTM's workspace) are left out of that comparison.
+
+    ``optimizer``: the torch optimizer holding the model's trained parameters. A graph traced
+    with ``update="fused"`` needs it: its update nodes apply it to the parameters during the
+    step (no gradient is left in ``grads`` or ``p.grad``). With ``"buffered"`` it is not used
+    (call ``optimizer.step()`` after the step, as with ``backward()``).
     """
     prepared = prepare(graph, schedule, problem)
     return run_prepared(prepared, model, inputs, targets, flash_dir=flash_dir, into_model=into_model,
-                        check_values=check_values)
+                        check_values=check_values, optimizer=optimizer)
 
 
 @dataclass
@@ -162,6 +188,9 @@ class Prepared:
     plans: list
     recomputed: set[int]
     pages: bool
+    weights: str = "ram"
+    weights_file: WeightsFile | None = field(default=None, repr=False)
+    update_peaks: dict = field(default_factory=dict, repr=False)  # measured optimizer temporaries
 
 
 def prepare(graph: TrainingGraph, schedule: Schedule, problem: Problem | None = None,
@@ -177,25 +206,142 @@ def prepare(graph: TrainingGraph, schedule: Schedule, problem: Problem | None = 
     problem, checked = resolve_problem(graph, schedule, problem, device)
     first, recomputed = _first_computes(problem, for_problem(schedule, problem))  # raises ScheduleError
     _check_eager_order(graph, first, recomputed)
+    _check_updates(graph, schedule)
     pages = any(op == "page_out" for op, _ in schedule.instructions)
-    return Prepared(graph, schedule, problem, checked, graph_plans(graph), recomputed, pages)
+    return Prepared(graph, schedule, problem, checked, graph_plans(graph), recomputed, pages,
+                    problem_weights(problem))
+
+
+def _check_updates(graph: TrainingGraph, schedule: Schedule) -> None:
+    """An update node runs once, and no node reading its parameter is computed after it."""
+    updates = {n.id: n.static_inputs[0] for n in graph.nodes if "update_of" in n.extra}
+    if not updates:
+        return
+    params = set(updates.values())
+    reads = {n.id: params.intersection(n.static_inputs) for n in graph.nodes if n.id not in updates}
+    updated: dict[str, int] = {}
+    for op, i in schedule.instructions:
+        if op != "compute":
+            continue
+        if i in updates:
+            if updates[i] in updated:
+                raise ReplayError(f"the schedule computes update node {graph.nodes[i].name!r} twice: the "
+                                  f"optimizer step of a parameter must be applied once")
+            updated[updates[i]] = i
+            continue
+        late = [p for p in reads.get(i, ()) if p in updated]
+        if late:
+            u = updated[late[0]]
+            raise ReplayError(f"the schedule computes node {graph.nodes[i].name!r} after "
+                              f"{graph.nodes[u].name!r}, which has already updated the parameter it "
+                              f"reads: a recompute must come before the parameter's update")
+
+
+def _frozen_weights(prepared: Prepared, model: torch.nn.Module,
+                    flash_dir: str | os.PathLike | None) -> dict[str, torch.Tensor]:
+    """fx name -> memory-mapped tensor of each frozen parameter (weights in flash), written to the
+    weights file once and again only when the model's frozen parameters changed."""
+    graph = prepared.graph
+    params = dict(model.named_parameters())
+    frozen = {ph.fx_name: params[ph.qualname].detach() for ph in graph.placeholders
+              if ph.role == "param" and not ph.trainable}
+    if not frozen:
+        return {}
+    wf = prepared.weights_file
+    if wf is None or not wf.matches(frozen):
+        if wf is not None:
+            wf.close()
+        wf = prepared.weights_file = WeightsFile(frozen, flash_dir)
+    return wf.tensors
 
 
 def run_prepared(prepared: Prepared, model: torch.nn.Module, inputs: Any, targets: Any, *,
                  flash_dir: str | os.PathLike | None = None, into_model: bool = False,
-                 check_values: bool = False) -> ExecutionResult:
+                 check_values: bool = False, optimizer: Any = None) -> ExecutionResult:
     """Run a schedule checked by :func:`prepare` (the arguments are those of :func:`execute`)."""
     graph = prepared.graph
     check_batch(graph, inputs, targets)
     check_model(graph, model)
+    groups = _optimizer_groups(graph, model, optimizer)
+    mapped = _frozen_weights(prepared, model, flash_dir) if prepared.weights == "flash" else {}
     flash = FlashFolder(flash_dir) if (prepared.pages or flash_dir is not None) else None
     try:
         with torch.no_grad():  # the bookkeeping builds no autograd graph; evaluate() sets each op's mode
-            return _Executor(graph, prepared.plans, prepared.problem, model, inputs, targets, flash,
-                             prepared.recomputed, into_model, check_values).run(prepared.schedule)
+            ex = _Executor(graph, prepared.plans, prepared.problem, model, inputs, targets, flash,
+                           prepared.recomputed, into_model, check_values, optimizer, groups, mapped)
+            ex.update_peaks = prepared.update_peaks
+            result = ex.run(prepared.schedule)
+            result.weights_file_bytes = prepared.weights_file.nbytes if mapped else 0
+            return result
     finally:
         if flash is not None:
             flash.close()
+
+
+def _optimizer_groups(graph: TrainingGraph, model: torch.nn.Module, optimizer: Any) -> dict[str, dict]:
+    """For a fused graph: trained parameter -> the optimizer's param group holding it (checked:
+    an SGD/Adam/AdamW the graph's optimizer kind, holding every trained parameter)."""
+    if graph.update != "fused":
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        return {}
+    if optimizer is None:
+        raise ReplayError("this graph applies the optimizer inside the step (update='fused'): pass the "
+                          "torch optimizer (optimizer=...) that holds the model's trained parameters")
+    from .assemble import describe_optimizer
+
+    try:
+        kind, _ = describe_optimizer(optimizer)
+    except ValueError as e:
+        raise ReplayError(str(e)) from None
+    if kind != graph.optimizer:
+        raise ReplayError(f"the optimizer is of kind {kind!r} but the graph was traced for {graph.optimizer!r} "
+                          f"(its optimizer state is part of the static memory): trace with this optimizer")
+    by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    groups = {}
+    for name in graph.update_nodes():
+        g = by_param.get(id(params[name]))
+        if g is None:
+            raise ReplayError(f"the optimizer does not hold the trained parameter {name!r} of this model")
+        groups[name] = g
+    return groups
+
+
+class _Allocations(TorchDispatchMode):
+    """Storages that the ops run under it allocate (not those they write in place), in order,
+    with the moments they die: ``peak(excluded)`` is the largest sum alive at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.events: list[tuple[int, int]] = []  # (storage key, +bytes / -bytes)
+        self.alive: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = {t.untyped_storage().data_ptr() for t in tensors_of([*args, *kwargs.values()])}
+        for t in tensors_of(out):
+            st = t.untyped_storage()
+            key, nbytes = st.data_ptr(), st.nbytes()
+            if nbytes and key not in inputs and key not in self.alive:
+                self.alive[key] = nbytes
+                self.events.append((key, nbytes))
+                weakref.finalize(t, self._dead, key)
+        return out
+
+    def _dead(self, key: int) -> None:
+        nbytes = self.alive.pop(key, None)
+        if nbytes is not None:
+            self.events.append((key, -nbytes))
+
+    def peak(self, excluded: set[int]) -> int:
+        now = peak = 0
+        for key, delta in self.events:
+            if key not in excluded:
+                now += delta
+                peak = max(peak, now)
+        return peak
 
 
 def _first_computes(problem: Problem, schedule: Schedule) -> tuple[dict[int, int], set[int]]:
@@ -240,7 +386,7 @@ class _Executor:
     """State of one executed step (see :func:`execute`)."""
 
     def __init__(self, graph, plans, problem, model, inputs, targets, flash, recomputed, into_model,
-                 check_values):
+                 check_values, optimizer=None, groups=None, mapped=None):
         self.graph = graph
         self.plans = plans
         self.problem = problem
@@ -250,6 +396,11 @@ class _Executor:
         self.into_model = into_model
         self.check_values = check_values
         self.static = graph.static_values(model, inputs, targets)
+        self.static.update(mapped or {})  # frozen weights read in place from the weights file
+        self.optimizer = optimizer
+        self.groups = groups or {}
+        self.n_updates = 0
+        self.update_peaks: dict = {}
         self.static_keys = {t.untyped_storage().data_ptr() for t in self.static.values()
                             if isinstance(t, torch.Tensor)}
         self.params = dict(model.named_parameters())
@@ -321,7 +472,7 @@ class _Executor:
             n_recompute=n_compute - len(self.computed), n_page_out=n_out, n_page_in=n_in,
             frees_not_released=self.not_released, scratch_bytes=scratch,
             seconds=time.perf_counter() - start, compute_seconds=self.compute_s,
-            paging_seconds=self.paging_s, value_mismatches=self.mismatches)
+            paging_seconds=self.paging_s, value_mismatches=self.mismatches, n_updates=self.n_updates)
 
     # ---- residency
     def _make_resident(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
@@ -373,6 +524,8 @@ class _Executor:
         finally:
             if saved_rng is not None:
                 torch.set_rng_state(saved_rng)
+        if plan.update_of is not None:
+            totals = [self._update(plan, env)]
         outputs = {name: env[name] for name in node.outputs}
         # outputs are counted from the start of the compute (the simulator's rule); temporaries
         # are whatever else was alive after each op
@@ -431,8 +584,18 @@ class _Executor:
         totals: list[int] = []
         ops, drops, releases = plan.ops, plan.drop_elems, plan.release
 
+        grad_buffers, grad_elems = plan.grad_buffers, plan.grad_elems
+
         def account(k: int, env: dict[str, Any]) -> None:
             name, drop = ops[k].name, drops[k]
+            if grad_elems and name in grad_elems:  # results written into static gradient buffers
+                value = env[name]
+                for j in grad_elems[name]:
+                    for t in tensors_of(value[j]):
+                        excluded.add(t.untyped_storage().data_ptr())
+            if name in grad_buffers:  # written into the static gradient buffer: not counted again
+                for t in tensors_of(env[name]):
+                    excluded.add(t.untyped_storage().data_ptr())
             if drop:  # results nobody reads: counted during the op, dropped right after
                 value = env[name]
                 dropped = live.add([value[j] for j in drop], k)
@@ -450,6 +613,43 @@ class _Executor:
 
         env = evaluate(ops, fetch, account)
         return env, totals, live
+
+    def _update(self, plan: NodePlan, env: dict[str, Any]) -> int:
+        """Apply the optimizer to the update node's parameter; return its temporaries' peak bytes."""
+        name = plan.update_of
+        value_name = plan.node.extra["grad_value"]
+        g = env[value_name] if value_name in env else self.available[value_name]
+        param = self.params[name]
+        opt = self.optimizer
+        groups = opt.param_groups
+        saved = param.grad
+        param.grad = g
+        group = self.groups[name]
+        opt.param_groups = [{**group, "params": [param]}]
+        # the temporaries depend only on the settings and on whether the state exists yet: measured
+        # once per such configuration (always with check_values), then reused
+        key = (plan.node.id, tuple(sorted(opt.state.get(param, {}))),
+               *(repr(group.get(k)) for k in ("weight_decay", "momentum", "nesterov", "maximize",
+                                              "amsgrad", "decoupled_weight_decay", "dampening")))
+        known = None if self.check_values else self.update_peaks.get(key)
+        tracker = _Allocations() if known is None else None
+        try:
+            if tracker is not None:
+                with tracker:
+                    opt.step()
+            else:
+                opt.step()
+        finally:
+            opt.param_groups = groups
+            param.grad = saved
+        del g
+        self.n_updates += 1
+        if tracker is None:
+            return known
+        state = {t.untyped_storage().data_ptr() for t in opt.state.get(param, {}).values()
+                 if isinstance(t, torch.Tensor)}
+        self.update_peaks[key] = peak = tracker.peak(state)
+        return peak
 
     def _capture(self, node: GraphNode, env: dict[str, Any]) -> None:
         """Copy out the gradients (and the loss) a node produces, at its first compute."""

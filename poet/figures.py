@@ -7,10 +7,13 @@ no display, no global backend switch, so they are safe in workers, servers and n
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -19,7 +22,7 @@ from solver.problem import atomic_file
 from solver.strategies import REGISTRY, STRATEGIES
 
 __all__ = ["FORMATS", "STRATEGY_STYLE", "strategy_style", "line_style", "byte_unit",
-           "energy_unit", "save_figure", "new_figure"]
+           "energy_unit", "save_figure", "new_figure", "add_tooltip", "tooltips", "short_name"]
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -79,6 +82,53 @@ def energy_unit(max_joules: float) -> tuple[float, str]:
     return best
 
 
+# ---- names and tooltips ------------------------------------------------------------------------
+
+def short_name(name: str, width: int = 28) -> str:
+    """`name` cut in the middle to at most `width` characters ("layer4.1.co…1.backward"), so a
+    tick label keeps both the layer and the pass."""
+    if width < 5:
+        raise ValueError(f"width must be >= 5 characters, got {width!r}")
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "\u2026" + name[len(name) - (width - 1 - head):]
+
+
+_TIP_ATTR = "poet_tooltips"      # per-figure {gid: text}; no state outside the figure
+
+
+def add_tooltip(fig: Figure, artist, text: str) -> str:
+    """Give `artist` a tooltip: in the SVG that `save_figure` writes, the artist's group carries
+    a <title> with `text` (browsers show it on hover; it responds over its whole area even when
+    it is not filled). Returns the artist's new gid ("tip-<n>", unique in the figure)."""
+    tips = fig.__dict__.setdefault(_TIP_ATTR, {})
+    gid = f"tip-{len(tips)}"
+    artist.set_gid(gid)
+    tips[gid] = str(text)
+    return gid
+
+
+def tooltips(fig: Figure) -> dict[str, str]:
+    """{gid: text} of the tooltips added to `fig` (`add_tooltip`)."""
+    return dict(fig.__dict__.get(_TIP_ATTR, {}))
+
+
+def _svg_with_tooltips(svg: bytes, tips: dict[str, str]) -> bytes:
+    """Insert each tooltip's <title> as the first child of the group matplotlib wrote for it."""
+    if not tips:
+        return svg
+
+    def title(m: re.Match) -> str:
+        text = tips.get(m.group(1))
+        if text is None:
+            return m.group(0)
+        return (f'<g id="{m.group(1)}" pointer-events="all">'
+                f"<title>{escape(text)}</title>")
+
+    return re.sub(r'<g id="(tip-\d+)">', title, svg.decode("utf-8")).encode("utf-8")
+
+
 # ---- figures and files --------------------------------------------------------------------------
 
 def new_figure(width: float, height: float, ncols: int = 1, **kw) -> tuple[Figure, Any]:
@@ -110,7 +160,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, formats: Iterable[str] = (
     replaced: "out/energy.png" -> out/energy.png and out/energy.svg) and return the paths.
 
     Each file is written to a temp file in the same folder and renamed into place, so a reader
-    never sees a half-written figure. The folder is created if needed.
+    never sees a half-written figure. The folder is created if needed. An SVG carries the
+    figure's tooltips (`add_tooltip`) as <title> elements.
     """
     p = Path(path)
     if p.suffix.lower().lstrip(".") in FORMATS:
@@ -121,8 +172,13 @@ def save_figure(fig: Figure, path: str | os.PathLike, formats: Iterable[str] = (
     written = []
     for fmt in _formats(formats):
         target = p.with_name(p.name + "." + fmt)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight",
+                    metadata={"Date": None} if fmt == "svg" else None)
+        data = buf.getvalue()
+        if fmt == "svg":
+            data = _svg_with_tooltips(data, tooltips(fig))
         with atomic_file(target, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight",
-                        metadata={"Date": None} if fmt == "svg" else None)
+            f.write(data)
         written.append(target)
     return written

@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import torch
 
 from .errors import ReplayError
 
-__all__ = ["FlashFolder", "FLASH_FORMAT"]
+__all__ = ["FlashFolder", "FLASH_FORMAT", "WeightsFile"]
 
 FLASH_FORMAT = "poet-flash/1"
 
@@ -180,3 +181,54 @@ def _write_atomic(path: Path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class WeightsFile:
+    """The program flash that holds the frozen weights: one file, read through a memory map.
+
+    ``WeightsFile(tensors, flash_dir)`` writes each tensor's elements (in logical order, each
+    start aligned to 64 bytes) to ``weights.bin`` in a private folder ``poet-weights-*`` of
+    ``flash_dir`` (or of the system temporary folder) and maps the file with
+    ``torch.from_file(..., shared=True)``; ``tensors`` (same keys) are then contiguous tensors of
+    the same dtype and shape whose bytes live in the mapped file, not in the process's heap.
+    ``nbytes`` is the file's size; ``matches(tensors)`` says whether the mapped copy still
+    holds those values' storages and versions (a frozen weight changed in place since is
+    written again by the caller). ``close()`` (also when the object is collected) removes the
+    folder.
+    """
+
+    _ALIGN = 64
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], flash_dir: str | os.PathLike | None = None):
+        parent = None if flash_dir is None else _check_flash_dir(flash_dir)
+        self.path = Path(tempfile.mkdtemp(prefix="poet-weights-", dir=parent))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+        self._keys = {name: (t.untyped_storage().data_ptr(), t._version) for name, t in tensors.items()}
+        layout: list[tuple[str, int, torch.Tensor]] = []
+        offset = 0
+        for name, t in tensors.items():
+            c = t.detach().contiguous().cpu()
+            layout.append((name, offset, c))
+            offset += -(-c.numel() * c.element_size() // self._ALIGN) * self._ALIGN
+        self.nbytes = max(offset, 1)
+        data = self.path / "weights.bin"
+        with open(data, "wb") as f:
+            for name, off, c in layout:
+                f.seek(off)
+                if c.numel():
+                    f.write(c.reshape(-1).view(torch.uint8).numpy().data)
+            f.truncate(self.nbytes)
+        flat = torch.from_file(str(data), shared=True, size=self.nbytes, dtype=torch.uint8)
+        self.tensors: dict[str, torch.Tensor] = {}
+        for name, off, c in layout:
+            n = c.numel() * c.element_size()
+            self.tensors[name] = flat[off:off + n].view(c.dtype).view(c.shape)
+
+    def matches(self, tensors: Mapping[str, torch.Tensor]) -> bool:
+        """True if ``tensors`` are the ones written (same storages, not changed in place since)."""
+        return {name: (t.untyped_storage().data_ptr(), t._version) for name, t in tensors.items()} == self._keys
+
+    def close(self) -> None:
+        """Drop the mapping and remove the folder (idempotent)."""
+        self.tensors = {}
+        self._cleanup()

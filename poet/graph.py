@@ -88,7 +88,8 @@ class Placeholder:
 class GraphNode:
     """One node of a :class:`TrainingGraph` (a layer call, its backward, the loss, or one op).
 
-    Costs: ``flops`` is what ``torch.utils.flop_counter`` counts for the node's ops;
+    Costs: ``flops`` is what ``torch.utils.flop_counter`` counts for the node's ops, with poet's own
+    rule for convolutions (``poet.opcosts.FLOP_OVERRIDES``: torch's ignores groups in the backward);
     ``extra_flops`` estimates the work that counter ignores (elementwise ops, norms,
     softmax, losses, CPU attention); ``bytes_read``/``bytes_written`` sum, over the
     node's ops, the bytes of each op's distinct tensor arguments and of its results
@@ -126,11 +127,17 @@ class GraphNode:
 class TrainingGraph:
     """The DAG of one training step (see the module docstring for the contract).
 
-    ``static_bytes`` = sum of ``static_breakdown``: ``params`` (every parameter, frozen
-    or not), ``grads`` (one buffer per trained parameter), ``optimizer_state`` (none for
-    "sgd", one buffer per trained parameter for "sgd_momentum", two for "adam"),
-    ``buffers`` (BatchNorm running statistics etc.), ``inputs`` (the example batch and
-    targets) and ``constants`` (tensors the trace captured).
+    ``static_bytes`` = sum of ``static_breakdown``: ``trained_params`` and ``frozen_params``
+    (the parameters that train and those that do not; where frozen ones live is decided when
+    the graph is priced, ``poet.costs.make_problem(..., weights=)``), ``grads`` (one buffer per
+    trained parameter with ``update="buffered"``, none with ``"fused"``), ``optimizer_state``
+    (none for "sgd", one buffer per trained parameter for "sgd_momentum", two for "adam",
+    three for "adam_amsgrad"), ``buffers`` (BatchNorm running statistics etc.), ``inputs``
+    (the example batch and targets) and ``constants`` (tensors the trace captured).
+
+    ``update``: "buffered" (gradients go to static buffers, PyTorch's ``backward()`` +
+    ``opt.step()``) or "fused" (one update node per trained parameter, kind "backward" with
+    ``extra["update_of"]``, applies the optimizer as soon as the gradient exists).
     """
 
     name: str
@@ -149,6 +156,7 @@ class TrainingGraph:
     num_nonview_ops: int
     trace_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    update: str = "buffered"
 
     # ------------------------------------------------------------------ queries
     @property
@@ -158,7 +166,8 @@ class TrainingGraph:
 
     @property
     def total_flops(self) -> int:
-        """Sum of ``flops`` (equals ``FlopCounterMode`` on the eager step)."""
+        """Sum of ``flops`` (equals ``FlopCounterMode(custom_mapping=poet.opcosts.FLOP_OVERRIDES)``
+        on the eager step: torch's formulas with poet's rule for convolutions)."""
         return sum(n.flops for n in self.nodes)
 
     @property
@@ -204,6 +213,21 @@ class TrainingGraph:
             return lookup[name]
         except KeyError:
             raise KeyError(f"traced graph has no fx node named {name!r}") from None
+
+    @property
+    def frozen_param_bytes(self) -> int:
+        """Bytes of the parameters that do not train (what weights="flash" keeps out of RAM)."""
+        return sum(p.nbytes for p in self.placeholders if p.role == "param" and not p.trainable)
+
+    def frozen_bytes_read(self) -> list[int]:
+        """Per node id: bytes of the frozen parameters among its ``static_inputs`` (each read
+        once per compute; with weights in flash these are read in place from the flash)."""
+        frozen = {p.fx_name: p.nbytes for p in self.placeholders if p.role == "param" and not p.trainable}
+        return [sum(frozen.get(s, 0) for s in dict.fromkeys(n.static_inputs)) for n in self.nodes]
+
+    def update_nodes(self) -> dict[str, int]:
+        """Trained parameter -> id of its update node (empty unless ``update == "fused"``)."""
+        return {n.extra["update_of"]: n.id for n in self.nodes if "update_of" in n.extra}
 
     def producer(self) -> dict[str, int]:
         """Map from each value in some node's ``outputs`` to that node's id."""

@@ -20,7 +20,28 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-OPTIMIZER_NAMES = ("sgd", "sgd_momentum", "adam")
+OPTIMIZER_NAMES = ("sgd", "sgd_momentum", "adam", "adam_amsgrad")
+UPDATE_NAMES = ("buffered", "fused")
+WEIGHTS_NAMES = ("ram", "flash")
+
+# the optimizer `poet verify` and `poet demo` step with, per kind (a spec names the kind only)
+DEFAULT_HYPERPARAMETERS = {
+    "sgd": ("SGD", {"lr": 0.01}),
+    "sgd_momentum": ("SGD", {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}),
+    "adam": ("Adam", {"lr": 1e-3}),
+    "adam_amsgrad": ("Adam", {"lr": 1e-3, "amsgrad": True}),
+}
+
+
+def make_optimizer(kind: str, params):
+    """The torch optimizer of `kind` with DEFAULT_HYPERPARAMETERS over `params` (a list of
+    parameters), in torch's single-tensor implementation (foreach=False)."""
+    import torch
+
+    if kind not in DEFAULT_HYPERPARAMETERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {kind!r}")
+    cls, kw = DEFAULT_HYPERPARAMETERS[kind]
+    return getattr(torch.optim, cls)(list(params), foreach=False, **kw)
 MAX_BATCH_SIZE = 2**31 - 1          # torch's dimension limit on these machines' builds
 MAX_SEED = 2**63 - 1                # torch.manual_seed takes a signed 64-bit seed
 
@@ -84,6 +105,9 @@ class ModelSpec:
     optimizer: str = "sgd"
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    fold_bn: bool = False
+    update: str = "buffered"
+    weights: str | None = None
     recorded: bool = field(default=False, compare=False)
 
     def __post_init__(self):
@@ -98,6 +122,14 @@ class ModelSpec:
             raise ValueError(f"{where}: optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, "
                              f"got {self.optimizer!r}")
         object.__setattr__(self, "options", _check_options(self.options, f"{where}: options"))
+        if not isinstance(self.fold_bn, bool):
+            raise ValueError(f"{where}: fold_bn must be true or false, got {self.fold_bn!r}")
+        if self.update not in UPDATE_NAMES:
+            raise ValueError(f"{where}: update must be one of {', '.join(UPDATE_NAMES)}, got "
+                             f"{self.update!r}")
+        if self.weights is not None and self.weights not in WEIGHTS_NAMES:
+            raise ValueError(f"{where}: weights must be one of {', '.join(WEIGHTS_NAMES)} or "
+                             f"absent (the profile's default), got {self.weights!r}")
 
     @property
     def is_code(self) -> bool:
@@ -109,6 +141,12 @@ class ModelSpec:
              "optimizer": self.optimizer, "seed": self.seed}
         if self.options:
             d["options"] = dict(self.options)
+        if self.fold_bn:
+            d["fold_bn"] = True
+        if self.update != "buffered":
+            d["update"] = self.update
+        if self.weights is not None:
+            d["weights"] = self.weights
         return d
 
     @classmethod
@@ -117,18 +155,34 @@ class ModelSpec:
         if not isinstance(d, dict) or not isinstance(d.get("model"), str):
             raise ValueError(f"{where}'s model_spec must be an object with a 'model' string "
                              "(a zoo name or module:function); pass --model to name one")
-        allowed = {"model", "batch_size", "train", "optimizer", "seed", "options"}
+        allowed = {"model", "batch_size", "train", "optimizer", "seed", "options", "fold_bn",
+                   "update", "weights"}
         return cls(**{k: v for k, v in d.items() if k in allowed}, recorded=True)
 
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
 
     def load(self):
-        """(model, loss_fn, inputs, targets) for this spec.
+        """(model, loss_fn, inputs, targets) for this spec (with ``fold_bn``, the model with its
+        frozen BatchNorms folded into the layers before them: `poet.fold`).
 
         A recorded ``module:function`` spec is refused (files never run code): name it
         yourself (``--model``) to run it.
         """
+        return self.load_with_report()[0]
+
+    def load_with_report(self):
+        """``(load(), FoldReport or None)``: what `load` returns, and the folding report."""
+        built = self._build()
+        if not self.fold_bn:
+            return built, None
+        from .fold import fold_frozen_batchnorm
+
+        model, loss_fn, inputs, targets = built
+        folded, report = fold_frozen_batchnorm(model, self.train, inputs)
+        return (folded, loss_fn, inputs, targets), report
+
+    def _build(self):
         if self.recorded and self.is_code:
             raise ValueError(
                 f"the file records the model {self.model!r}, a module:function; poet does not "
@@ -236,12 +290,15 @@ def extract_problem(spec: ModelSpec, device, *, ram_budget=None, runtime_budget=
     from .costs import make_problem
     from ._extract import extract
 
-    model, loss_fn, inputs, targets = spec.load()
+    (model, loss_fn, inputs, targets), report = spec.load_with_report()
     graph = extract(model, loss_fn, inputs, targets, granularity=granularity, train=spec.train,
-                    optimizer=spec.optimizer, name=spec.model.rsplit(":", 1)[-1])
+                    optimizer=spec.optimizer, update=spec.update,
+                    name=spec.model.rsplit(":", 1)[-1])
     problem = make_problem(graph, device, ram_budget=ram_budget, runtime_budget=runtime_budget,
-                           flash_budget=flash_budget)
+                           flash_budget=flash_budget, weights=spec.weights)
     extra = dict(problem.extra)
     extra["model_spec"] = spec.to_dict()
     extra["granularity"] = granularity
+    if report is not None:
+        extra["fold_bn"] = {"folded": len(report.folded), "saved_bytes": report.saved_bytes}
     return graph, dataclasses.replace(problem, extra=extra)

@@ -4,7 +4,9 @@ A :class:`NodePlan` is computed once per graph (cached in ``graph.extra["_replay
 the node's :class:`poet.graph.Op` list, and per op the values whose last use inside the node
 it is (released right after it, so temporaries die as early as in eager) and the results of a
 multi-output op that nothing in the node reads (dropped right after the op). Values the node
-hands on (outputs, gradients, the loss) are kept to the end. ``opaque`` names the outputs whose
+hands on (outputs, gradients, the loss) are kept to the end. ``grad_buffers`` names the values
+whose storage is a static gradient buffer (``update="buffered"``: not counted again), and
+``update_of`` marks an update node (``update="fused"``) with its parameter. ``opaque`` names the outputs whose
 bytes carry no meaning (scratch the trace saw as empty), which the executor's value check
 leaves out.
 """
@@ -12,7 +14,7 @@ leaves out.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ReplayError
 from .graph import GraphNode, Op, TrainingGraph, node_ops
@@ -31,6 +33,10 @@ class NodePlan:
     wanted: list[str]                   # outputs + gradient values (kept to the end of the node)
     touches_mutable: list[str]          # static values this node reads or writes that some node mutates
     opaque: frozenset[str]              # outputs the trace saw empty (scratch whose bytes carry no meaning)
+    grad_buffers: frozenset[str] = frozenset()  # values whose storage is a static gradient buffer
+    grad_elems: dict[str, tuple[int, ...]] = field(default_factory=dict)  # multi-output op -> its
+    #                                   results that are gradient buffers (excluded from its first count)
+    update_of: str | None = None        # an update node: the parameter it updates
 
 
 def plan_node(graph: TrainingGraph, node: GraphNode, mutable: set[str]) -> NodePlan:
@@ -44,6 +50,9 @@ def plan_node(graph: TrainingGraph, node: GraphNode, mutable: set[str]) -> NodeP
     fx_names = [op.name for op in ops]
     in_node = set(fx_names)
     wanted = list(node.outputs) + [v for v in node.grads.values() if v not in node.outputs]
+    update_of = node.extra.get("update_of")
+    if update_of is not None and node.extra["grad_value"] not in wanted:
+        wanted.append(node.extra["grad_value"])  # the gradient the update applies
     keep = set(wanted) | ({graph.loss_value} & in_node)  # the loss may be a view: keep it to the end
     fx_nodes = [graph.fx_node(n) for n in fx_names]
     last_use = {n: k for k, n in enumerate(fx_names)}  # a value nobody reads dies after its op
@@ -65,7 +74,15 @@ def plan_node(graph: TrainingGraph, node: GraphNode, mutable: set[str]) -> NodeP
             drop = tuple(i for i in range(len(val)) if i not in taken)
         drops.append(drop)
     touches = [s for s in dict.fromkeys(list(node.static_inputs) + list(node.mutates)) if s in mutable]
-    return NodePlan(node, ops, drops, [tuple(r) for r in release], wanted, touches, _opaque(graph, node))
+    grad_buffers = frozenset(node.extra.get("grad_buffers", ()))
+    grad_elems: dict[str, tuple[int, ...]] = {}
+    for fx in fx_nodes:
+        taken = tuple(sorted(u.args[1] for u in fx.users if u.target is operator.getitem and u.name in grad_buffers
+                             and u.name in in_node))
+        if taken:
+            grad_elems[fx.name] = taken
+    return NodePlan(node, ops, drops, [tuple(r) for r in release], wanted, touches, _opaque(graph, node),
+                    grad_buffers, grad_elems, update_of)
 
 
 def _opaque(graph: TrainingGraph, node: GraphNode) -> frozenset[str]:

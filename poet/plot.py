@@ -28,14 +28,16 @@ import logging
 import os
 from pathlib import Path
 
-from .figures import FORMATS, STRATEGY_STYLE, byte_unit, energy_unit, save_figure
-from .schedule_figures import (plot_ram_trace, plot_schedule_matrices, ram_trace_figure,
-                               schedule_matrices, schedule_matrices_figure)
+from .figures import (FORMATS, STRATEGY_STYLE, byte_unit, energy_unit, save_figure, short_name,
+                      tooltips)
+from .schedule_figures import (label_marks, node_ticks, plot_ram_trace, plot_schedule_matrices,
+                               ram_trace_figure, schedule_matrices, schedule_matrices_figure)
 from .sweep_figures import (energy_split, energy_split_figure, energy_vs_budget_figure,
                             feasible_budgets, plot_energy_split, plot_energy_vs_budget, rows_of)
 
 __all__ = [
-    "FORMATS", "STRATEGY_STYLE", "byte_unit", "energy_unit", "save_figure",
+    "FORMATS", "STRATEGY_STYLE", "byte_unit", "energy_unit", "save_figure", "short_name",
+    "tooltips", "node_ticks", "label_marks",
     "schedule_matrices", "energy_vs_budget_figure", "plot_energy_vs_budget",
     "energy_split", "energy_split_figure", "plot_energy_split", "schedule_matrices_figure",
     "plot_schedule_matrices", "ram_trace_figure", "plot_ram_trace", "plot_sweep",

@@ -49,7 +49,12 @@ class VerifyReport:
     ``max_buffer_diff`` (BatchNorm running statistics etc. after the step), ``rng_equal``
     (torch's RNG ends in the same state). Cost: the simulator's ``energy_j`` and ``time_s``
     (device predictions; zero when no device was known) next to the measured CPU seconds of
-    the executor and of eager.
+    the executor and of eager. With an optimizer (``verify(..., optimizer=)``):
+    ``params_compared`` is True, ``params_bitwise`` / ``max_param_diff`` compare the parameters
+    after the step with eager ``loss.backward(); opt.step()``, ``optimizer_state_bitwise`` the
+    optimizer state. ``update`` is the graph's ("fused": no gradients exist to compare, the
+    parameters and state are). ``weights_file_bytes``: the memory-mapped frozen weights (weights
+    in flash).
     """
 
     passed: bool
@@ -90,6 +95,12 @@ class VerifyReport:
     time_s: float
     executor_seconds: float
     eager_seconds: float
+    update: str = "buffered"
+    params_compared: bool = False
+    params_bitwise: bool = True
+    max_param_diff: float = 0.0
+    optimizer_state_bitwise: bool = True
+    weights_file_bytes: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready."""
@@ -112,6 +123,10 @@ class VerifyReport:
             f"{self.max_buffer_diff:.3g}; RNG state {'equal' if self.rng_equal else 'differs'}",
             f"cost       predicted {self.energy_j:.6g} J, {self.time_s:.6g} s on the device; CPU "
             f"{self.executor_seconds * 1e3:.1f} ms executor vs {self.eager_seconds * 1e3:.1f} ms eager",
+            *([f"params     after the {self.update} update: max |diff| {self.max_param_diff:.3g}; "
+               f"{'bitwise equal' if self.params_bitwise else 'not bitwise equal'}; optimizer state "
+               f"{'bitwise equal' if self.optimizer_state_bitwise else 'differs'}"]
+              if self.params_compared else []),
             *[f"FAIL: {f}" for f in self.failures],
         ]
 
@@ -125,7 +140,8 @@ def _size(nbytes: int) -> str:
 
 def verify(graph: TrainingGraph, schedule: Schedule, model: torch.nn.Module, inputs: Any, targets: Any, *,
            problem: Problem | None = None, flash_dir: str | os.PathLike | None = None,
-           loss_fn: Any = None, atol: float = 0.0, rtol: float = 1e-6, device: Any = None) -> VerifyReport:
+           loss_fn: Any = None, atol: float = 0.0, rtol: float = 1e-6, device: Any = None,
+           optimizer: Any = None) -> VerifyReport:
     """Check ``schedule`` three ways: simulator, executor on real tensors, eager PyTorch.
 
     The problem comes from :func:`poet.resolve.resolve_problem` (``problem``, else the graph
@@ -140,6 +156,13 @@ def verify(graph: TrainingGraph, schedule: Schedule, model: torch.nn.Module, inp
     difference <= ``atol + rtol * grad_scale``, loss and buffer differences within the same
     tolerance (relative to their own scale), equal RNG end states, recomputes and page-ins
     byte-identical to first computes, every free releasing its tensors, and no budget exceeded.
+
+    ``optimizer``: the torch optimizer of ``model`` (required for a graph traced with
+    ``update="fused"``). Each side runs on a copy of the model and the optimizer together: the
+    executor (which applies a fused update itself; for "buffered" its gradients go to ``.grad``
+    and ``step()`` follows) and eager ``loss.backward(); opt.step()``; the parameters and the
+    optimizer state afterwards must then be equal too (within the gradient tolerance; bitwise
+    reported apart). ``model``'s and ``optimizer``'s own state are left as they were.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -150,12 +173,22 @@ def verify(graph: TrainingGraph, schedule: Schedule, model: torch.nn.Module, inp
     if not callable(loss_fn):
         raise ReplayError("verify needs the loss function for the eager reference step: pass "
                           "loss_fn=..., or a graph made by poet.extract (which records it)")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer (the one training model), got "
+                        f"{type(optimizer).__name__}")
+    if graph.update == "fused" and optimizer is None:
+        raise ReplayError("this graph applies the optimizer inside the step (update='fused'): pass "
+                          "optimizer=... (the torch optimizer of model) to verify it")
     prepared = prepare(graph, schedule, problem, device)
     problem = prepared.problem
     sim = solver.simulate(problem, for_problem(schedule, problem), check_budgets=False)
-    run = _run_both(prepared, model, loss_fn, inputs, targets, flash_dir)
+    run = _run_both(prepared, model, loss_fn, inputs, targets, flash_dir, optimizer)
     numbers, failures = _compare_numbers(graph, run, atol, rtol)
     memory, more = _compare_memory(graph, schedule, sim, run.result)
+    if optimizer is not None:
+        updated, also = _compare_params(graph, run, atol, rtol)
+        numbers.update(updated)
+        failures += also
     res = run.result
     return VerifyReport(
         passed=not (failures or more), failures=failures + more, strategy=schedule.strategy,
@@ -164,7 +197,8 @@ def verify(graph: TrainingGraph, schedule: Schedule, model: torch.nn.Module, inp
         static_bytes=problem.static_bytes, **memory, **numbers,
         value_mismatches=list(res.value_mismatches), frees_not_released=res.frees_not_released,
         over_budget=list(sim.over_budget), energy_j=sim.energy_j, time_s=sim.time_s,
-        executor_seconds=res.seconds, eager_seconds=run.eager_seconds)
+        executor_seconds=res.seconds, eager_seconds=run.eager_seconds, update=graph.update,
+        weights_file_bytes=res.weights_file_bytes)
 
 
 @dataclass
@@ -179,23 +213,84 @@ class _Run:
     eager_seconds: float
     rng_executor: torch.Tensor
     rng_eager: torch.Tensor
+    ex_optimizer: Any = None
+    eager_optimizer: Any = None
 
 
-def _run_both(prepared: Prepared, model: torch.nn.Module, loss_fn, inputs, targets, flash_dir) -> _Run:
-    """Run the schedule and eager backward() on deep copies of ``model`` from the same RNG state;
-    torch's RNG state is restored afterwards."""
+def _copies(model: torch.nn.Module, optimizer: Any) -> tuple[torch.nn.Module, Any]:
+    """A deep copy of ``model`` and of ``optimizer`` bound to the copy's parameters."""
+    memo: dict = {}
+    m = copy.deepcopy(model, memo)
+    return m, (copy.deepcopy(optimizer, memo) if optimizer is not None else None)
+
+
+def _run_both(prepared: Prepared, model: torch.nn.Module, loss_fn, inputs, targets, flash_dir,
+              optimizer: Any = None) -> _Run:
+    """Run the schedule and eager backward() (then ``step()`` with an optimizer) on deep copies of
+    ``model`` (and ``optimizer``) from the same RNG state; torch's RNG state is restored afterwards."""
     rng0 = torch.get_rng_state()
+    graph = prepared.graph
     try:
-        ex_model = copy.deepcopy(model)
-        res = run_prepared(prepared, ex_model, inputs, targets, flash_dir=flash_dir, check_values=True)
+        ex_model, ex_opt = _copies(model, optimizer)
+        res = run_prepared(prepared, ex_model, inputs, targets, flash_dir=flash_dir, check_values=True,
+                           optimizer=ex_opt)
+        if ex_opt is not None and graph.update == "buffered":
+            params = dict(ex_model.named_parameters())
+            for p in params.values():
+                p.grad = None
+            for q, g in res.grads.items():
+                params[q].grad = g.clone()
+            ex_opt.step()
         rng_ex = torch.get_rng_state()
         torch.set_rng_state(rng0)
-        eager_model = copy.deepcopy(model)
-        eager_loss, eager_grads, eager_s = _eager_step(prepared.graph, eager_model, loss_fn, inputs, targets)
+        eager_model, eager_opt = _copies(model, optimizer)
+        eager_loss, eager_grads, eager_s = _eager_step(graph, eager_model, loss_fn, inputs, targets)
+        if eager_opt is not None:
+            eager_opt.step()
         rng_eager = torch.get_rng_state()
     finally:
         torch.set_rng_state(rng0)
-    return _Run(res, ex_model, eager_model, eager_loss, eager_grads, eager_s, rng_ex, rng_eager)
+    return _Run(res, ex_model, eager_model, eager_loss, eager_grads, eager_s, rng_ex, rng_eager,
+                ex_opt, eager_opt)
+
+
+def _compare_params(graph: TrainingGraph, run: _Run, atol: float, rtol: float) -> tuple[dict, list[str]]:
+    """Parameters and optimizer state after the step, executor against eager."""
+    failures: list[str] = []
+    ex = dict(run.model.named_parameters())
+    eg = dict(run.eager_model.named_parameters())
+    bitwise, diff, scale, worst = True, 0.0, 0.0, ""
+    for q in ex:
+        a, b = ex[q].detach(), eg[q].detach()
+        bitwise &= bool(torch.equal(a, b))
+        if a.numel():
+            d = float((a.double() - b.double()).abs().max())
+            scale = max(scale, float(b.abs().max()))
+            if d > diff:
+                diff, worst = d, q
+    if diff > atol + rtol * max(scale, 1.0):
+        failures.append(f"parameters after the step differ from eager by {diff:.3g} (parameter {worst!r})")
+    state_equal, state_diff, state_scale = True, 0.0, 1.0
+    for q in ex:
+        sa = run.ex_optimizer.state.get(ex[q], {})
+        sb = run.eager_optimizer.state.get(eg[q], {})
+        if set(sa) != set(sb):
+            failures.append(f"optimizer state of {q!r} has entries {sorted(sa)}, eager's {sorted(sb)}")
+            state_equal = False
+            continue
+        for k in sa:
+            va, vb = sa[k], sb[k]
+            if isinstance(va, torch.Tensor) and isinstance(vb, torch.Tensor):
+                state_equal &= bool(torch.equal(va, vb))
+                if va.numel() and va.is_floating_point():
+                    state_diff = max(state_diff, float((va.double() - vb.double()).abs().max()))
+                    state_scale = max(state_scale, float(vb.abs().max()))
+            else:
+                state_equal &= bool(va == vb)
+    if state_diff > atol + rtol * state_scale:
+        failures.append(f"the optimizer state after the step differs from eager's by {state_diff:.3g}")
+    return dict(params_compared=True, params_bitwise=bitwise, max_param_diff=diff,
+                optimizer_state_bitwise=state_equal), failures
 
 
 def _compare_numbers(graph: TrainingGraph, run: _Run, atol: float, rtol: float) -> tuple[dict, list[str]]:
@@ -204,7 +299,7 @@ def _compare_numbers(graph: TrainingGraph, run: _Run, atol: float, rtol: float) 
     res, eager_grads = run.result, run.eager_grads
     failures: list[str] = []
     max_diff, scale, worst, bitwise = 0.0, 0.0, "", True
-    for q in graph.trainable:
+    for q in (graph.trainable if graph.update == "buffered" else ()):  # fused: no gradient exists
         if q not in eager_grads and q not in res.grads:
             continue
         e = eager_grads.get(q)

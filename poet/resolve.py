@@ -20,19 +20,29 @@ from solver import Problem, Schedule
 from .errors import ReplayError
 from .graph import TrainingGraph
 
-__all__ = ["structural_problem", "resolve_problem", "for_problem", "check_batch", "check_model"]
+__all__ = ["structural_problem", "resolve_problem", "problem_weights", "for_problem", "check_batch",
+           "check_model"]
 
 
-def structural_problem(graph: TrainingGraph) -> Problem:
+def structural_problem(graph: TrainingGraph, weights: str = "ram") -> Problem:
     """A cost-free `solver.Problem` of the graph (:func:`poet.costs.graph_to_problem` with no
-    price), named ``"<graph name>@structure"``.
+    price and the frozen parameters in ``weights``), named ``"<graph name>@structure"``.
 
     Enough for the simulator to check a schedule's rules and predict its memory; its
     fingerprint differs from any priced problem's.
     """
     from .costs import graph_to_problem
 
-    return graph_to_problem(graph, name=f"{graph.name}@structure")
+    return graph_to_problem(graph, name=f"{graph.name}@structure", weights=weights)
+
+
+def problem_weights(problem: Problem) -> str:
+    """Where ``problem`` keeps the frozen parameters: "flash" or "ram" (its ``extra["weights"]``,
+    "ram" when it does not say)."""
+    weights = problem.extra.get("weights", "ram")
+    if weights not in ("flash", "ram"):
+        raise ReplayError(f"the problem records weights={str(weights)[:20]!r}; allowed: 'flash', 'ram'")
+    return weights
 
 
 def _check_problem_matches(graph: TrainingGraph, problem: Problem) -> None:
@@ -47,9 +57,12 @@ def _check_problem_matches(graph: TrainingGraph, problem: Problem) -> None:
             raise ReplayError(f"node {gn.id} ({gn.name!r}): the problem says out_bytes={pn.out_bytes}, "
                               f"workspace_bytes={pn.workspace_bytes}, the traced graph "
                               f"{gn.out_bytes}, {gn.workspace_bytes}: different models or batch sizes")
-    if problem.static_bytes != graph.static_bytes:
+    in_flash = problem_weights(problem) == "flash"
+    expected = graph.static_bytes - (graph.frozen_param_bytes if in_flash else 0)
+    if problem.static_bytes != expected:
+        where = " less its frozen parameters (weights in flash)" if in_flash else ""
         raise ReplayError(f"the problem's static_bytes ({problem.static_bytes}) differ from the traced "
-                          f"graph's ({graph.static_bytes}): another optimizer or train setting?")
+                          f"graph's{where} ({expected}): another optimizer, update or train setting?")
 
 
 def resolve_problem(graph: TrainingGraph, schedule: Schedule, problem: Problem | None = None,
@@ -59,7 +72,8 @@ def resolve_problem(graph: TrainingGraph, schedule: Schedule, problem: Problem |
     * ``problem`` given: it must describe ``graph`` (same nodes, edges, bytes), and the
       schedule's fingerprint must be its fingerprint;
     * else, with a device (``device`` or ``schedule.extra["device"]``): the graph is priced on
-      that device (``poet.costs.make_problem``) and the schedule's fingerprint must match;
+      that device (``poet.costs.make_problem``, with the schedule's ``extra["weights"]`` when it
+      records one, else the profile's) and the schedule's fingerprint must match;
     * else: :func:`structural_problem` (rules and memory are checked, the fingerprint is not).
 
     Raises ReplayError for a schedule made for another graph, naming both fingerprints.
@@ -79,7 +93,10 @@ def resolve_problem(graph: TrainingGraph, schedule: Schedule, problem: Problem |
     if device is not None and fp is not None:
         from .costs import make_problem
 
-        priced = make_problem(graph, device)
+        weights = schedule.extra.get("weights")
+        if weights not in (None, "flash", "ram"):
+            raise ReplayError(f"the schedule records weights={str(weights)[:20]!r}; allowed: 'flash', 'ram'")
+        priced = make_problem(graph, device, weights=weights)
         if priced.fingerprint != fp:
             spec = schedule.extra.get("model_spec")
             made_for = f" (it records model {spec.get('model')!r}, batch {spec.get('batch_size')})" \

@@ -12,10 +12,22 @@ what ``backward()`` would have left (added to an existing ``.grad``), updates Ba
 once and advances torch's RNG as eager dropout would; on CPU with the same thread count the
 numbers are bitwise those of eager training. The optimizer and the loop stay as they are.
 
+Fused updates (``update="fused"``, MCUNetV3's in-place update: no gradient buffer exists)::
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = poet.ScheduledStep(model, loss_fn, schedule, optimizer=opt, update="fused")
+    for x, y in batches:
+        loss = step(x, y)          # applies opt to each parameter as soon as its gradient exists;
+                                   # no zero_grad(), no opt.step()
+
+The parameters and the optimizer state after each step equal eager
+``loss.backward(); opt.step()`` bitwise on CPU (SGD with momentum, weight decay, nesterov;
+Adam, AdamW, amsgrad; the single-tensor implementation, torch's default on CPU).
+
 The traced graph is made once: from ``graph=`` if given, else by tracing the model on
 ``example_inputs``/``example_targets`` at construction, else on the first batch. Tracing uses
 the training set-up the schedule records (``schedule.extra["model_spec"]``: ``train``,
-``optimizer``; ``schedule.extra["granularity"]``) unless given here.
+``optimizer``, ``update``; ``schedule.extra["granularity"]``) unless given here.
 
 Safety: the schedule must have been made for this graph. With a device (``device=`` or the
 schedule's recorded ``extra["device"]``) or a ``problem=``, its fingerprint is compared with
@@ -56,7 +68,10 @@ class ScheduledStep:
     ``example_targets`` (trace now instead of on the first call), ``flash_dir`` (where paged
     tensors go; default a temporary folder per step), ``train`` / ``optimizer`` /
     ``granularity`` (as in :func:`poet.extract`; default: what the schedule records, else
-    "all", "sgd", "layer").
+    "all", "sgd", "layer"). ``optimizer`` is best the torch optimizer itself: its kind is what
+    the graph is traced for, and with ``update="fused"`` (default: what the schedule records,
+    else "buffered") the step applies it; a kind name ("sgd", "adam", ...) still works for
+    "buffered".
 
     After a call, ``last_result`` holds the :class:`poet.executor.ExecutionResult` (measured
     peak, flash bytes, times).
@@ -66,7 +81,8 @@ class ScheduledStep:
                  schedule: Schedule | str | os.PathLike, *, graph: TrainingGraph | None = None,
                  problem: Problem | None = None, device: Any = None, example_inputs: Any = None,
                  example_targets: Any = None, flash_dir: str | os.PathLike | None = None,
-                 train: Any = None, optimizer: str | None = None, granularity: str | None = None):
+                 train: Any = None, optimizer: Any = None, granularity: str | None = None,
+                 update: str | None = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -85,6 +101,13 @@ class ScheduledStep:
         self.flash_dir = flash_dir
         self.train = train if train is not None else spec.get("train", "all")
         self.optimizer = optimizer if optimizer is not None else spec.get("optimizer", "sgd")
+        self.update = update if update is not None else spec.get("update", "buffered")
+        if self.update not in ("buffered", "fused"):
+            raise ValueError(f"update must be 'buffered' or 'fused', got {self.update!r}")
+        if self.update == "fused" and not isinstance(self.optimizer, torch.optim.Optimizer):
+            raise ValueError("update='fused' applies the optimizer inside the step: pass the torch "
+                             "optimizer itself (optimizer=opt), not the name of its kind")
+        self._torch_optimizer = self.optimizer if isinstance(self.optimizer, torch.optim.Optimizer) else None
         self.granularity = granularity if granularity is not None else schedule.extra.get("granularity", "layer")
         self._problem = problem
         self._device = device
@@ -117,10 +140,15 @@ class ScheduledStep:
         from ._extract import extract
 
         graph = extract(self.model, self.loss_fn, inputs, targets, granularity=self.granularity,
-                        train=self.train, optimizer=self.optimizer)
+                        train=self.train, optimizer=self.optimizer, update=self.update)
         self._bind(graph)
 
     def _bind(self, graph: TrainingGraph) -> None:
+        if graph.update != self.update and self.update == "fused" or graph.update == "fused" and \
+                self._torch_optimizer is None:
+            raise ValueError(f"the graph was traced with update={graph.update!r}; this step needs "
+                             f"update={self.update!r} and, for 'fused', the torch optimizer (optimizer=opt)")
+        self.update = graph.update
         self._prepared = prepare(graph, self.schedule, self._problem, self._device)
         self._modes = [m.training for m in self.model.modules()]
         if not self._prepared.fingerprint_checked and self.schedule.problem_fingerprint is not None:
@@ -129,7 +157,8 @@ class ScheduledStep:
 
     # ------------------------------------------------------------------ the step
     def __call__(self, inputs: Any, targets: Any) -> torch.Tensor:
-        """Run one step; return the loss (detached). Gradients land in ``p.grad``."""
+        """Run one step; return the loss (detached). Gradients land in ``p.grad`` ("buffered"), or
+        are applied by the optimizer during the step ("fused")."""
         if self._prepared is None:
             self._trace(inputs, targets)
         assert self._prepared is not None
@@ -141,7 +170,8 @@ class ScheduledStep:
                               f"sub-module changed mode); the schedule's graph no longer describes "
                               f"its step. Switch back, or make a new ScheduledStep for this mode")
         self.last_result = run_prepared(self._prepared, self.model, inputs, targets,
-                                        flash_dir=self.flash_dir, into_model=True)
+                                        flash_dir=self.flash_dir, into_model=True,
+                                        optimizer=self._torch_optimizer)
         return self.last_result.loss
 
     def __repr__(self) -> str:

@@ -50,6 +50,9 @@ _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
 
 
 def _interrupt(signum, frame):
+    # an in-process solver (HiGHS) may swallow the exception raised inside its callback: the
+    # flag makes its next callback stop it and the backend raise KeyboardInterrupt on return
+    backends.request_interrupt()
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
@@ -66,6 +69,8 @@ def install() -> bool:
     for sig in _STOP_SIGNALS:
         if signal.getsignal(sig) in (signal.SIG_DFL, _interrupt):
             signal.signal(sig, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     return True
 
 

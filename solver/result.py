@@ -13,7 +13,10 @@ class SolveResult:
     """The outcome of `solve()`. Energies in joules, times in seconds.
 
     status: "optimal" (no schedule of the strategy's MILP space is cheaper than `schedule`, within
-    `gap`), "feasible" (a schedule without that proof), "timeout-without-solution" (no schedule).
+    the requested gap: whenever the reported `gap` is within it), "feasible" (a schedule without
+    that proof), "timeout-without-solution" (no schedule). With several orders of first computes
+    (`orders` non-empty) the space is the union of their staged spaces and the bound the least of
+    theirs.
     gap = (objective - bound) / objective; gap_overhead = (objective - bound) / (objective -
     store-all energy), the gap as a share of the overhead above store-all (0 when there is none).
     The bound is the MILP's proven lower bound on its own (staged) space. `source` says which
@@ -41,7 +44,12 @@ class SolveResult:
     # (seconds from the call, best schedule's joules, best bound's joules), over all phases
     trajectory: list[tuple[float, float | None, float | None]] = field(default_factory=list)
     setup_s: float = 0.0        # from the call to the branch and bound's start
+    heuristics_s: float = 0.0   # of which running the fallback heuristics
+    build_s: float = 0.0        # of which building the MILP (every order's, with several)
     message: str = ""
+    # one dict per order of first computes solved (several candidates): its index among
+    # `solver.reductions.candidate_orders`, status, objective_j, bound_j, solve_s
+    orders: list[dict] = field(default_factory=list)
 
     def time_to_gap(self, gap: float) -> float | None:
         """Seconds from the call until the best schedule was within `gap` (relative to total
@@ -78,3 +86,8 @@ def gaps(obj: float | None, bound: float | None, e0: float) -> tuple[float | Non
     over = obj - e0
     gap_over = diff / over if over > 1e-15 * max(1.0, obj) else 0.0
     return gap, min(gap_over, 1.0) if diff > 0 else 0.0
+
+
+def within_gap(gap: float | None, requested: float) -> bool:
+    """Whether a reported gap meets the requested one (a hair of rounding allowed)."""
+    return gap is not None and gap <= requested * (1 + 1e-9) + 1e-15

@@ -240,3 +240,43 @@ def test_planner_walks_with_the_simulator_rules():
         m.apply("compute", 1)
     m.free_unneeded()                 # 1 is read by the loss, 0 by bwd: nothing goes
     assert m.resident() == [0, 1] and m.needed() == [True, True, True, False]
+
+
+# ---- Planner.is_needed: the lazy form of needed() (issue 14, part 3) ------------------------------
+def _needed_reference(m):
+    """needed() by its definition, one reverse sweep over every node (the form it replaced)."""
+    p = m.problem
+    need = [False] * p.T
+    for x in reversed(range(p.T)):
+        need[x] = any(not m.done[c] or (need[c] and not m.in_ram[c] and not m.on_flash[c])
+                      for c in p.succs[x])
+    return need
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_is_needed_matches_the_definition_along_every_baseline_walk(seed, monkeypatch):
+    from solver.baselines import _common
+    from solver.baselines.dtr import dtr
+    from solver.baselines.greedy_paging import greedy_paging
+    from solver.generators import random_problem
+    checked = []
+    real_apply = _common.Planner.apply
+
+    def apply_and_check(self, op, i):
+        out = real_apply(self, op, i)
+        memo = {}
+        got = [self.is_needed(x, memo) for x in range(self.problem.T)]
+        assert got == _needed_reference(self) == self.needed()
+        assert self._in_ram == set(self.resident()) and self._on_flash == set(self.flashed())
+        checked.append(1)
+        return out
+
+    monkeypatch.setattr(_common.Planner, "apply", apply_and_check)
+    p = random_problem(700 + seed, T=12 + seed, budget_frac=0.2)
+    for fn in (dtr, greedy_paging):
+        try:
+            fn(p)
+        except solver.InfeasibleError:
+            pass
+    assert len(checked) > 2 * p.T
+

@@ -17,7 +17,7 @@ def test_lp_bound_is_store_all_when_store_all_fits():
 
 
 def test_lp_bound_below_budget_minimum_raises():
-    with pytest.raises(InfeasibleError, match="8 bytes"):
+    with pytest.raises(InfeasibleError, match="minimum feasible RAM is 8 B"):
         lp_bound(chain5(budget=7))
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from poet.cli import main
-from solver import Node, Problem, Schedule, store_all
+from solver import Node, Problem, Schedule, simulate, store_all
 
 
 @pytest.fixture
@@ -168,3 +168,59 @@ def test_solver_options_are_checked_before_tracing(files):
         assert match in r.stderr and "Traceback" not in r.stderr
     r = _run("sweep", str(files[0]), "--threads", "300", "--out", str(files[0].parent / "sw"))
     assert r.returncode == 2 and "--threads must be a whole number from 1 to 256" in r.stderr
+
+
+def test_explain_a_schedule_and_solve_explain(tmp_path, capsys):
+    p, s = tmp_path / "p.json", tmp_path / "s.json"
+    assert main(["inspect", "cnn_dropout_bn", "--device", "nrf52840", "--out", str(p)]) == 0
+    capsys.readouterr()
+    assert main(["solve", str(p), "--strategy", "dtr", "--ram", "0.8x", "--out", str(s),
+                 "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "in RAM at the peak" in out and "conv1" in out
+    assert main(["explain", str(s), "--problem", str(p), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    sim = simulate(Problem.load(p), Schedule.load(s))
+    assert d["totals"]["peak_ram_bytes"] == sim.peak_ram_bytes
+    assert sum(r["extra_j"] for r in d["rows"]) == pytest.approx(
+        sim.energy_j - Problem.load(p).store_all_energy_j, rel=1e-9, abs=1e-15)
+    assert sum(r["bytes"] for r in d["peak"]["resident"]) == sim.peak_ram_bytes
+    assert main(["explain", str(s)]) == 0          # the recorded zoo model, traced again
+    assert "cnn_dropout_bn" in capsys.readouterr().out
+
+
+def test_fold_bn_flag_is_recorded_and_shrinks_the_graph(tmp_path, capsys):
+    plain, folded = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["inspect", "ds_cnn", "--device", "rpi4", "--train", "last", "--out",
+                 str(plain)]) == 0
+    assert main(["inspect", "ds_cnn", "--device", "rpi4", "--train", "last", "--fold-bn",
+                 "--out", str(folded)]) == 0
+    a, b = Problem.load(plain), Problem.load(folded)
+    assert b.extra["model_spec"]["fold_bn"] is True and "fold_bn" not in a.extra["model_spec"]
+    assert b.extra["fold_bn"]["folded"] == 1 + 4 * 2   # the stem, and a depthwise and a pointwise per block
+    assert b.T < a.T and b.static_bytes < a.static_bytes
+
+
+def test_infeasible_solve_says_what_would_fit(capsys):
+    """PyTorch's defaults (train all, buffered gradients) do not fit the DS-CNN on an nRF52840:
+    the error names the minimum's parts, the device's RAM and the cheapest change."""
+    assert main(["solve", "ds_cnn", "--device", "nrf52840", "--ram", "device"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "The minimum feasible RAM is 320,600 B: static 192,088 B (trained params 92,720 B, " \
+           "grads 92,720 B" in err
+    assert "nrf52840 has 256.0 KiB of RAM, 224.0 KiB usable" in err
+    assert "with update=fused" in err and "between" not in err and "flash_budget" not in err
+
+
+def test_fit_table_and_json(capsys):
+    assert main(["fit", "sensor_cnn1d", "--device", "mkr1000", "--train", "last,all",
+                 "--battery", "2.4kJ", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    rows = d["rows"]
+    assert rows and all(r["device"] == "mkr1000" for r in rows)
+    fitting = [r for r in rows if r["fits"]]
+    assert fitting and rows[:len(fitting)] == fitting          # fitting rows first
+    assert all(r["min_ram_bytes"] <= r["usable_ram_bytes"] for r in fitting)
+    assert main(["fit", "sensor_cnn1d", "--device", "mkr1000", "--battery", "lots"]) == 2
+    assert "--battery" in capsys.readouterr().err

@@ -285,8 +285,8 @@ def test_workspace_out_bytes_and_costs_by_hand():
     assert fc2.flops == 2 * 4 * 8 * 3
     params = 4 * (8 * 8 + 8 + 8 * 3 + 3)
     inputs = t + 4 * 8  # x float32, y int64
-    assert graph.static_breakdown == {"params": params, "grads": params, "optimizer_state": 0,
-                                      "buffers": 0, "inputs": inputs, "constants": 0}
+    assert graph.static_breakdown == {"trained_params": params, "frozen_params": 0, "grads": params,
+                                      "optimizer_state": 0, "buffers": 0, "inputs": inputs, "constants": 0}
     adam = extract(model, F.cross_entropy, x, y, optimizer="adam")
     assert adam.static_bytes == 4 * params + inputs  # params, grads, two moments
     momentum = extract(model, F.cross_entropy, x, y, optimizer="sgd_momentum", train="bias")
@@ -297,7 +297,8 @@ def test_workspace_out_bytes_and_costs_by_hand():
 def test_mlp_static_bytes_and_op_counts():
     graph, _ = zoo_graph("mlp")
     params = 4 * (64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10)
-    assert graph.static_breakdown["params"] == params == graph.static_breakdown["grads"]
+    assert graph.static_breakdown["trained_params"] == params == graph.static_breakdown["grads"]
+    assert graph.static_breakdown["frozen_params"] == 0
     assert graph.static_breakdown["inputs"] == 4 * 64 + 8
     assert [n.name for n in graph.nodes] == [
         "fc1", "act1", "fc2", "act2", "fc3", "loss",

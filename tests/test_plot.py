@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from poet import plot
+from poet import figures, plot, schedule_figures
 from solver import Node, Problem, Schedule, ScheduleError
 
 
@@ -254,3 +254,82 @@ def test_legend_follows_the_registry_order(rows):
     drawn = [ln.get_gid().split(":")[1] for ln in fig.axes[0].lines
              if (ln.get_gid() or "").startswith("energy:")]
     assert drawn == [s for s in STRATEGIES if s in {"poet", "remat", "store_all"}]
+
+
+# ---- layer names instead of node ids ----------------------------------------------------------
+
+def svg_titles(path):
+    """{group id: tooltip text} of the SVG groups that carry a <title>."""
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.parse(path).getroot()
+    return {g.get("id"): g.find(ns + "title").text for g in root.iter(ns + "g")
+            if g.find(ns + "title") is not None}
+
+
+def test_matrices_label_rows_by_layer_name(four):
+    fig = plot.schedule_matrices_figure(four, sched(four, PAGING, "paging"))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["n0", "n1", "n2", "n3"]
+    assert list(ax.get_yticks()) == [0, 1, 2, 3]
+    assert ax.get_ylabel() == "layer (red dashed line: the loss)"
+
+
+def test_matrices_thin_the_names_of_a_long_graph():
+    names = [f"features.{i}.block.conv_{i}.backward_weight" for i in range(300)]
+    nodes = [Node(i, names[i], "forward" if i < 299 else "loss", 8, compute_s=0.1,
+                  compute_j=1.0, pagein_s=0.1, pagein_j=0.5, pageout_s=0.1, pageout_j=0.7)
+             for i in range(300)]
+    p = Problem(nodes, [(i, i + 1) for i in range(299)], name="chain@testdev")
+    fig = plot.schedule_matrices_figure(p, sched(p, [("compute", i) for i in range(300)],
+                                                 "custom"))
+    ax = fig.axes[0]
+    ticks = [int(t) for t in ax.get_yticks()]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    # height min(10, 2.6 + 300 / 22) = 10 in: int(0.7 * 10 * 72 / 10.5) = 48 labels at most,
+    # so every ceil(300 / 48) = 7th node is named, from node 0
+    assert ticks == list(range(0, 300, 7))
+    assert labels[1] == "features.7.bl\u2026ackward_weight" and len(labels[1]) == 28
+    assert ax.get_ylabel().startswith("layer, one name every 7 rows")
+    # every row of every panel carries its full name as a tooltip
+    tips = figures.tooltips(fig)
+    assert len(tips) == 3 * 300
+    assert sum(t.startswith(names[7] + " (node 7, forward, 8 B)") for t in tips.values()) == 3
+
+
+def test_short_names_and_ticks():
+    assert figures.short_name("layer4.1.conv2.backward", 12) == "layer\u2026ckward"
+    assert figures.short_name("fc1", 12) == "fc1"
+    with pytest.raises(ValueError, match="width must be >= 5"):
+        figures.short_name("fc1", 3)
+    with pytest.raises(ValueError, match="max_labels must be a whole number >= 1"):
+        schedule_figures.node_ticks(Problem([node(0, "loss", 1, 1.0)], []), 0)
+    assert schedule_figures.label_marks([51, 0, 1, 2, 50], 140, spacing=70) == [0, 2, 50]
+
+
+def test_matrices_svg_has_a_tooltip_per_row(tmp_path, four):
+    _, svg = plot.plot_schedule_matrices(four, sched(four, PAGING, "paging"), tmp_path / "m")
+    titles = svg_titles(svg)
+    assert len(titles) == 3 * 4
+    # node 0 by hand (test_matrices_of_a_paging_schedule): RAM row [0, 1, 0, 2], flash row
+    # [2, 1, 1, 1]
+    assert titles["tip-0"] == ("n0 (node 0, forward, 100 B): computed 1x, held in RAM during 2 "
+                               "stages (paged in for 1), paged out 1x")
+    assert ET.parse(svg).getroot().find(".//*[@id='tip-0']").get("pointer-events") == "all"
+
+
+def test_ram_trace_names_the_peak_and_the_marks(tmp_path, four):
+    fig = plot.ram_trace_figure(four, sched(four, PAGING, "paging"))
+    ax = fig.axes[0]
+    peak = lines_by_gid(ax)["peak"]
+    # RAM during the instructions: 1100, 1100, 1200, 1200, ...: the first 1200 B is the peak
+    assert list(peak.get_xdata()) == [2]
+    assert peak.get_label() == "peak 1.2 KiB: instruction 2, compute n1"
+    marks = {t.get_gid(): t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("mark")}
+    assert marks == {"mark-label-1": "n0", "mark-label-6": "n0"}     # page-out, page-in of n0
+    _, svg = plot.plot_ram_trace(four, sched(four, PAGING, "paging"), tmp_path / "r")
+    titles = svg_titles(svg)
+    assert len(titles) == len(PAGING)
+    assert titles["tip-6"] == "instruction 6: page-in n0 (node 0), RAM in use 1.1 KiB"
+    fig2 = plot.ram_trace_figure(four, sched(four, REMAT, "remat"))
+    assert figures.tooltips(fig2)["tip-5"] == ("instruction 5: recompute n0 (node 0), RAM in use "
+                                            "1.1 KiB")

@@ -599,7 +599,9 @@ def test_recurrent_milp_step_recomputes_and_pages_bitwise():
     zm = zoo.ZooModel(RecurrentStack(), F.cross_entropy, torch.randn(3, 10, 6), torch.tensor([0, 1, 3]))
     graph = poet.extract(*zm)
     problem = make_problem(graph, "nrf52840")
-    budgeted = budget_between(problem, 0.2)
+    # 10% of the way up: the gradients are static buffers, not node outputs (update="buffered"),
+    # so the step needs less RAM than before and 20% no longer forces a page-in
+    budgeted = budget_between(problem, 0.1)
     assert budgeted.ram_budget_bytes < solver.store_all_peak(problem)
     schedule = solver.solve(budgeted, strategy="poet", time_limit_s=10).schedule
     sim = solver.simulate(budgeted, schedule)

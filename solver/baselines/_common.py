@@ -41,6 +41,9 @@ class Planner(Machine):
         self.last_use = [0] * T
         self.clock = 0
         self.instructions: list[tuple[str, int]] = []
+        self._in_ram: set[int] = set()        # ids with in_ram[i] (kept by apply)
+        self._on_flash: set[int] = set()      # ids with on_flash[i]
+        self._dead: set[int] = set()          # computed, and so is every descendant
 
     # ---- queries ------------------------------------------------------------------------
     def ram_room(self) -> float:
@@ -56,20 +59,63 @@ class Planner(Machine):
     def needed(self) -> list[bool]:
         """needed[x]: some instruction still to come must read x. True when a consumer of x has
         not been computed yet, or when a consumer is out of RAM (and not on flash) and itself
-        still needed, so that recomputing it will read x."""
-        p = self.problem
-        need = [False] * p.T
-        for x in reversed(range(p.T)):
-            need[x] = any(not self.done[c]
-                          or (need[c] and not self.in_ram[c] and not self.on_flash[c])
-                          for c in p.succs[x])
-        return need
+        still needed, so that recomputing it will read x. O(T + edges)."""
+        memo: dict[int, bool] = {}
+        return [self.is_needed(x, memo) for x in range(self.problem.T)]
+
+    def is_needed(self, x: int, memo: dict[int, bool]) -> bool:
+        """needed()[x], exploring only the consumers the answer depends on: a consumer not yet
+        computed settles it at once, and only consumers out of RAM and off flash are followed.
+        `memo` carries answers between calls made on the same state (pass a new dict after any
+        instruction)."""
+        got = memo.get(x)
+        if got is not None:
+            return got
+        succs, done, in_ram, on_flash = self.problem.succs, self.done, self.in_ram, self.on_flash
+        dead = self._dead
+        stack = [x]
+        while stack:          # iterative: chains of freed tensors can be thousands long
+            v = stack[-1]
+            if v in memo:
+                stack.pop()
+                continue
+            if v in dead:
+                memo[v] = False
+                stack.pop()
+                continue
+            if not all(done[c] for c in succs[v]):
+                memo[v] = True
+                stack.pop()
+                continue
+            if all(c in dead for c in succs[v]):
+                # every descendant is computed: nothing will ever read v again (done is
+                # permanent), whatever happens to RAM and flash
+                dead.add(v)
+                memo[v] = False
+                stack.pop()
+                continue
+            gone = [c for c in succs[v] if not in_ram[c] and not on_flash[c] and c not in dead]
+            pending = [c for c in gone if c not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            memo[v] = any(memo[c] for c in gone)
+            stack.pop()
+        return memo[x]
 
     # ---- instructions -------------------------------------------------------------------
     def apply(self, op: str, i: int) -> int:
         """Apply and record `op i` (see `Machine.apply`); a compute also marks its operands and
         i as used now, any other instruction i alone."""
         during = super().apply(op, i)
+        if op in ("compute", "page_in"):
+            self._in_ram.add(i)
+        elif op == "free":
+            self._in_ram.discard(i)
+        elif op == "page_out":
+            self._on_flash.add(i)
+        elif op == "drop_flash":
+            self._on_flash.discard(i)
         self.instructions.append((op, i))
         self.clock += 1
         if self.deadline is not None and time.perf_counter() > self.deadline:
@@ -84,9 +130,14 @@ class Planner(Machine):
     def free_unneeded(self, keep: set[int] | frozenset[int] = frozenset()) -> None:
         """Free every resident tensor no later instruction reads (except those in `keep`); with a
         flash budget, also drop such tensors from flash."""
-        need = self.needed()
-        for x in range(self.problem.T):
-            if need[x] or x in keep:
+        # only tensors held somewhere can be freed; whether one is needed is decided on the
+        # state before any of these frees (a free of an unneeded tensor changes no answer)
+        held = set(self._in_ram)
+        if self.problem.flash_budget_bytes is not None:
+            held |= self._on_flash
+        memo: dict[int, bool] = {}
+        for x in sorted(held):
+            if x in keep or self.is_needed(x, memo):
                 continue
             if self.in_ram[x]:
                 self.apply("free", x)
