@@ -8,6 +8,11 @@ data and point forward. Static bytes: trained and frozen parameters, gradient bu
 trained parameters (``update="buffered"`` only), optimizer state (:data:`OPTIMIZERS` buffers
 per trained parameter), buffers, inputs and targets, and traced constants.
 
+Elementwise ops run in place (``poet.inplace.run_elementwise_in_place``) are members of the
+group that makes the tensor they overwrite: its result lives in that tensor's storage, so the
+node's ``out_bytes`` count it once and its workspace does not hold the overwritten input apart;
+``extra["inplace"]`` lists them by name (``["relu6"]``).
+
 Gradients (``update``):
 
 * ``"buffered"`` (PyTorch's ``loss.backward(); opt.step()``): each trained parameter's
@@ -34,7 +39,7 @@ import torch
 import torch.fx
 from torch._ops import OpOverload
 
-from poet.fxnodes import (ExtractError, arg_nodes, aten, is_getitem, is_inplace, is_random,
+from poet.fxnodes import (INPLACE_META, ExtractError, arg_nodes, aten, is_getitem, is_inplace, is_random,
                           is_view, owned_nbytes, source_of, storage_of, tensor_nbytes, view_base)
 from poet.graph import GraphNode, Placeholder, TrainingGraph
 from poet.grouping import LOSS, Group, layer_group_names, layer_groups, op_groups
@@ -291,6 +296,9 @@ def build_graph(traced: Traced, *, granularity: str, optimizer: str, name: str, 
         node_extra: dict[str, Any] = {"module_call": g.call} if g.layer is None else {"layer": layer_names[id(g.layer)]}
         if in_buffer:
             node_extra["grad_buffers"] = [v.name for v in by_order(in_buffer)]
+        in_place = [n.meta[INPLACE_META] for n in g.members if INPLACE_META in n.meta]
+        if in_place:  # elementwise ops that overwrite a result of this node (poet.inplace)
+            node_extra["inplace"] = in_place
         nodes.append(GraphNode(
             id=gi, name=names[gi], kind=g.kind, module_path="" if g.path == LOSS else g.path,
             flops=flops, extra_flops=extra, bytes_read=read, bytes_written=written,

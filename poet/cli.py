@@ -79,6 +79,9 @@ def _add_model_args(p, *, device_required=True):
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the model's weights and batch (default 0)")
     _add_model_opt(p)
+    p.add_argument("--inplace", action="store_true", default=None,
+                   help="run elementwise ops (ReLU, ReLU6, residual adds) in place where no "
+                        "later reader needs their input, as microcontroller kernels do")
     p.add_argument("--fold-bn", action="store_true", default=None,
                    help="fold each frozen BatchNorm into the convolution before it, as "
                         "microcontroller deployments do (frozen BatchNorms then use their "
@@ -201,6 +204,8 @@ def _demo_args(p):
                    help="fused (default: each gradient applied as it is computed) or buffered")
     p.add_argument("--weights", default=None, choices=list(WEIGHTS_NAMES),
                    help="frozen weights in flash or ram (default: the profile's)")
+    p.add_argument("--no-inplace", dest="inplace", action="store_false",
+                   help="keep elementwise ops out of place (default: in place, as MCU kernels)")
     p.add_argument("--ram", default="device",
                    help="RAM budget: 'device' (the profile's usable RAM, default), a size, or a "
                         "multiple of the store-all peak (0.5x)")
@@ -332,6 +337,10 @@ def _fill_model_defaults(args) -> None:
         given.append("--model-opt")
     if getattr(args, "weights", None):
         given.append("--weights")
+    if getattr(args, "inplace", None):
+        given.append("--inplace")
+    elif hasattr(args, "inplace"):
+        args.inplace = False
     if getattr(args, "fold_bn", None):
         given.append("--fold-bn")
     elif hasattr(args, "fold_bn"):

@@ -76,7 +76,8 @@ def _spec_from_args(args):
                      optimizer=args.optimizer, seed=args.seed, options=options,
                      fold_bn=bool(getattr(args, "fold_bn", False)),
                      update=getattr(args, "update", "buffered"),
-                     weights=getattr(args, "weights", None))
+                     weights=getattr(args, "weights", None),
+                     inplace=bool(getattr(args, "inplace", False)))
 
 
 def _same_file(a, b) -> bool:
@@ -380,7 +381,7 @@ def cmd_verify(args) -> int:
     model, loss_fn, inputs, targets = spec.load()
     granularity = schedule.extra.get("granularity", "layer")
     graph = extract(model, loss_fn, inputs, targets, granularity=granularity, train=spec.train,
-                    optimizer=spec.optimizer, update=spec.update,
+                    optimizer=spec.optimizer, update=spec.update, inplace=spec.inplace,
                     name=spec.model.rsplit(":", 1)[-1])
     device = args.device or _recorded_device(schedule.extra.get("device"), args.schedule)
     rep = verify(graph, schedule, model, inputs, targets, problem=problem, loss_fn=loss_fn,
@@ -415,6 +416,7 @@ def cmd_fit(args) -> int:
 
     _check_solver_options(args)
     args.train, args.update, args.weights, args.fold_bn = "all", "buffered", None, False
+    args.inplace = False
     spec = _spec_from_args(args)
     device = args.device if args.device == "all" or "," not in args.device \
         else [d.strip() for d in args.device.split(",") if d.strip()]
@@ -463,8 +465,11 @@ def _explain_problem(args, schedule):
     model, loss_fn, inputs, targets = spec.load()
     graph = extract(model, loss_fn, inputs, targets,
                     granularity=schedule.extra.get("granularity", "layer"), train=spec.train,
-                    optimizer=spec.optimizer, name=spec.model)
-    problem = make_problem(graph, device)
+                    optimizer=spec.optimizer, update=spec.update, inplace=spec.inplace,
+                    name=spec.model)
+    weights = schedule.extra.get("weights")
+    problem = make_problem(graph, device,
+                           weights=weights if weights in ("ram", "flash") else spec.weights)
     if schedule.problem_fingerprint not in (None, problem.fingerprint):
         raise ValueError(f"{args.schedule} was made for another problem than {spec.model} traced "
                          f"on {device} gives today; give the problem with --problem")
@@ -501,7 +506,7 @@ def _demo_problem(args, out: Path):
     spec = _spec_from_args(args)
     model, loss_fn, inputs, targets = spec.load()
     graph = extract(model, loss_fn, inputs, targets, train=spec.train, optimizer=spec.optimizer,
-                    update=spec.update, name=args.model)
+                    update=spec.update, inplace=spec.inplace, name=args.model)
     free = make_problem(graph, args.device, weights=spec.weights)
     lo, hi = solver.min_feasible_ram(free), solver.store_all_peak(free)
     if args.budget is not None:

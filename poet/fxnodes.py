@@ -16,11 +16,15 @@ import torch.fx
 import torch.utils._pytree as pytree
 from torch._ops import OpOverload
 
-__all__ = ["ExtractError", "aten", "is_getitem", "written_args", "is_view", "view_base", "source_of",
+__all__ = ["ExtractError", "INPLACE_META", "aten", "is_getitem", "written_args", "is_view", "view_base", "source_of",
            "is_inplace", "storage_of", "arg_nodes", "is_random", "storage_nbytes", "tensor_nbytes",
            "tensor_leaves", "owned_nbytes"]
 
 aten = torch.ops.aten
+
+# fx node meta key: set on an elementwise op that the extractor made overwrite its input
+# (``poet.inplace.run_elementwise_in_place``); the value is the op's name for display
+INPLACE_META = "poet_inplace"
 
 
 class ExtractError(ValueError):

@@ -99,7 +99,9 @@ class GraphNode:
 
     ``aten_nodes`` names the non-view ATen ops whose work this node owns; ``fx_nodes``
     is everything to evaluate, in graph order (``aten_nodes``, ``getitem``\\ s and the
-    view ops it needs). See the module docstring for the replay fields.
+    view ops it needs). See the module docstring for the replay fields. ``extra["inplace"]``
+    (graphs extracted with ``inplace=True``) names the elementwise ops that run in place inside
+    the node, overwriting one of its results (``["relu6"]``, ``["add", "relu"]``).
     """
 
     id: int

@@ -6,6 +6,12 @@ Forward ops carry the label (module path, call index) that the tracing hooks put
 group is a maximal run of same-label ops in graph order, so every edge between groups points
 forward. At op granularity each non-view op is its own group (getitems and random fills stay
 with the op they belong to).
+
+An op that writes the storage of another op's result (a random fill, or an elementwise op the
+extractor made run in place, ``meta["poet_inplace"]``) runs in that op's group, at both
+granularities. The backward of such an elementwise op still forms a group of its own, named
+after the module call that ran the op (``features.0.2.backward`` for a folded ReLU6): its
+forward is a *ghost* group (never a node) holding only that op.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 import torch.fx
 from torch._ops import OpOverload
 
-from poet.fxnodes import ExtractError, is_getitem, is_inplace, is_view, storage_of
+from poet.fxnodes import INPLACE_META, ExtractError, is_getitem, is_inplace, is_view, storage_of
 from poet.opcosts import op_extra_flops, op_flops
 
 __all__ = ["MODULE_KEY", "CALL_KEY", "LOSS", "Group", "layer_groups", "op_groups", "layer_group_names"]
@@ -77,9 +83,12 @@ def layer_groups(graph: torch.fx.Graph) -> tuple[list[Group], dict[torch.fx.Node
     groups: list[Group] = []
     group_of: dict[torch.fx.Node, Group] = {}
     runs_of_label: dict[tuple[Any, ...], list[Group]] = {}
+    ghosts: dict[torch.fx.Node, Group] = {}  # elementwise ops run in place in another op's group
 
     def forward_group_of(owner: torch.fx.Node) -> Group | None:
         """The forward group of the op that created autograd node ``owner`` (views: nearest run)."""
+        if owner in ghosts:
+            return ghosts[owner]
         if owner in group_of:
             return group_of[owner]
         runs = runs_of_label.get(_forward_label(owner), [])
@@ -95,6 +104,9 @@ def layer_groups(graph: torch.fx.Graph) -> tuple[list[Group], dict[torch.fx.Node
         if anchor is not None and anchor in group_of:
             group_of[anchor].members.append(n)
             group_of[n] = group_of[anchor]
+            own = _forward_label(n) if INPLACE_META in n.meta else None
+            if own is not None:  # its backward keeps the name of the module call that ran it
+                ghosts[n] = Group(own, own[0], own[1], own[2], members=[n])
             continue
         label: tuple[Any, ...] | None = _forward_label(n)
         forward: Group | None = None
@@ -162,18 +174,26 @@ def layer_group_names(groups: list[Group], root_name: str, called: set[str]) -> 
         prefix = f"{path}." if path else ""
         return any(c != path and c.startswith(prefix) for c in called)
 
-    for g in groups:
+    def forward_base(g: Group) -> str:
         if g.kind == "loss":
-            base = "loss"
-        elif g.kind == "forward":
-            base = g.path if g.path else root_name
-            if g.call > 1:
-                base = f"{base}#{g.call}"
-            if runs[g.label] > 1 or has_called_children(g.path):
-                base = f"{base}:{_main_op(g)}"
-        else:
-            assert g.forward is not None
-            base = f"{names[id(g.forward)]}.backward"
+            return "loss"
+        base = g.path if g.path else root_name
+        if g.call > 1:
+            base = f"{base}#{g.call}"
+        if runs[g.label] > 1 or has_called_children(g.path):
+            base = f"{base}:{_main_op(g)}"
+        return base
+
+    def register(g: Group, base: str) -> None:
         used[base] += 1
         names[id(g)] = base if used[base] == 1 else f"{base}~{used[base]}"
+
+    for g in groups:
+        if g.kind != "backward":
+            register(g, forward_base(g))
+            continue
+        assert g.forward is not None
+        if id(g.forward) not in names:  # a ghost: an op run in place inside another group
+            register(g.forward, forward_base(g.forward))
+        register(g, f"{names[id(g.forward)]}.backward")
     return names

@@ -108,6 +108,7 @@ class ModelSpec:
     fold_bn: bool = False
     update: str = "buffered"
     weights: str | None = None
+    inplace: bool = False
     recorded: bool = field(default=False, compare=False)
 
     def __post_init__(self):
@@ -124,6 +125,8 @@ class ModelSpec:
         object.__setattr__(self, "options", _check_options(self.options, f"{where}: options"))
         if not isinstance(self.fold_bn, bool):
             raise ValueError(f"{where}: fold_bn must be true or false, got {self.fold_bn!r}")
+        if not isinstance(self.inplace, bool):
+            raise ValueError(f"{where}: inplace must be true or false, got {self.inplace!r}")
         if self.update not in UPDATE_NAMES:
             raise ValueError(f"{where}: update must be one of {', '.join(UPDATE_NAMES)}, got "
                              f"{self.update!r}")
@@ -147,6 +150,8 @@ class ModelSpec:
             d["update"] = self.update
         if self.weights is not None:
             d["weights"] = self.weights
+        if self.inplace:
+            d["inplace"] = True
         return d
 
     @classmethod
@@ -156,7 +161,7 @@ class ModelSpec:
             raise ValueError(f"{where}'s model_spec must be an object with a 'model' string "
                              "(a zoo name or module:function); pass --model to name one")
         allowed = {"model", "batch_size", "train", "optimizer", "seed", "options", "fold_bn",
-                   "update", "weights"}
+                   "update", "weights", "inplace"}
         return cls(**{k: v for k, v in d.items() if k in allowed}, recorded=True)
 
     def replace(self, **changes) -> "ModelSpec":
@@ -292,7 +297,7 @@ def extract_problem(spec: ModelSpec, device, *, ram_budget=None, runtime_budget=
 
     (model, loss_fn, inputs, targets), report = spec.load_with_report()
     graph = extract(model, loss_fn, inputs, targets, granularity=granularity, train=spec.train,
-                    optimizer=spec.optimizer, update=spec.update,
+                    optimizer=spec.optimizer, update=spec.update, inplace=spec.inplace,
                     name=spec.model.rsplit(":", 1)[-1])
     problem = make_problem(graph, device, ram_budget=ram_budget, runtime_budget=runtime_budget,
                            flash_budget=flash_budget, weights=spec.weights)

@@ -8,6 +8,7 @@ import pytest
 
 from poet.cli import main
 from solver import Node, Problem, Schedule, simulate, store_all
+from solver import store_all_peak as solver_store_all_peak
 
 
 @pytest.fixture
@@ -224,3 +225,17 @@ def test_fit_table_and_json(capsys):
     assert all(r["min_ram_bytes"] <= r["usable_ram_bytes"] for r in fitting)
     assert main(["fit", "sensor_cnn1d", "--device", "mkr1000", "--battery", "lots"]) == 2
     assert "--battery" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_main_job_runs_on_a_real_chip_budget(tmp_path):
+    """`poet demo` on its defaults: the DS-CNN on an STM32F746 at the chip's usable RAM
+    (320 KiB less the profile's 32 KiB reserve), verified on real tensors."""
+    r = _run("demo", "--time-limit", "10", "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().splitlines()[-3] == "PASS"
+    p, s = Problem.load(tmp_path / "problem.json"), Schedule.load(tmp_path / "schedule.json")
+    assert p.ram_budget_bytes == 320 * 1024 - 32 * 1024
+    rep = simulate(p, s)
+    assert rep.peak_ram_bytes <= p.ram_budget_bytes < solver_store_all_peak(p)
+    assert rep.n_recompute + rep.n_page_in > 0

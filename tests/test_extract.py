@@ -159,7 +159,8 @@ def test_zoo_graph_flops_structure_and_store_all(name):
 
 
 def test_resnet18_layer_graph_is_recognisable():
-    graph, _ = zoo_graph("resnet18")
+    """Out of place (inplace=False): every module call is a node of its own."""
+    graph, _ = zoo_graph("resnet18", inplace=False)
     assert 100 <= graph.T <= 300  # low hundreds (measured: 127)
     assert graph.num_nonview_ops == 181
     names = [n.name for n in graph.nodes]
@@ -177,6 +178,29 @@ def test_resnet18_layer_graph_is_recognisable():
     assert preds == {"relu", "layer1.0.bn2"}
     # flops of conv1 (3->64, 3x3, 32x32 output) by hand: 2 * 64*32*32 * 3*3*3
     assert graph.node("conv1").flops == 2 * 64 * 32 * 32 * 27
+
+
+def test_resnet18_in_place_relus_and_adds_join_their_producers():
+    """inplace=True: the 9 ReLUs right after a BatchNorm (stem and each block's
+    first) and the 8 residual adds with the ReLU after each run in place inside the BatchNorm
+    node before them: 127 - 9 - 2*8 = 102 nodes, the same FLOPs, the backward nodes unchanged."""
+    out_of_place, _ = zoo_graph("resnet18", inplace=False)
+    graph, _ = zoo_graph("resnet18", inplace=True)
+    assert graph.T == out_of_place.T - 25 == 102
+    assert graph.total_flops == out_of_place.total_flops
+    assert graph.total_extra_flops == out_of_place.total_extra_flops
+    names = [n.name for n in graph.nodes]
+    assert "relu" not in names and "layer1.0:add" not in names and "layer1.0.relu#2" not in names
+    assert graph.node("bn1").extra["inplace"] == ["relu"]
+    bn2 = graph.node("layer1.0.bn2")
+    assert bn2.extra["inplace"] == ["add", "relu"]
+    assert {graph.nodes[u].name for u in graph.preds[bn2.id]} == {"bn1", "layer1.0.conv2"}
+    # the block's output lives in bn2's output buffer: 64x32x32 floats, + the saved mean and invstd
+    assert bn2.out_bytes == out_of_place.node("layer1.0.bn2").out_bytes == 4 * (64 * 32 * 32 + 2 * 64)
+    for name in ["layer1.0.relu#2.backward", "layer1.0.relu.backward", "relu.backward", "conv1.backward"]:
+        assert name in names, name
+    backward = [n.name for n in out_of_place.nodes if n.kind == "backward"]
+    assert [n.name for n in graph.nodes if n.kind == "backward"] == backward
 
 
 @pytest.mark.parametrize("name", ["cnn_dropout_bn", "bert", "resnet18",
