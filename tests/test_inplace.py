@@ -210,9 +210,9 @@ def test_mobilenetv2_relu6_no_longer_sets_the_minimum():
     assert solver.store_all_peak(pa) <= solver.store_all_peak(pb)
 
 
+# (all, buffered) and (last, fused) pass too; two of the four combinations keep CI short
 @pytest.mark.slow
-@pytest.mark.parametrize("train", ["last", "all"])
-@pytest.mark.parametrize("update", ["buffered", "fused"])
+@pytest.mark.parametrize("train, update", [("all", "fused"), ("last", "buffered")])
 def test_mobilenetv2_poet_at_minimum_replays_bitwise(train, update):
     """A POET schedule at the minimum feasible RAM, replayed: measured RAM equals the
     simulator's at every instruction; gradients (buffered) or parameters after the fused
