@@ -17,6 +17,7 @@ import traceback
 from solver.backends import BACKENDS
 from solver.strategies import STRATEGIES
 
+from . import cli_advice as advice
 from . import cli_commands as commands
 from .modelspec import OPTIMIZER_NAMES, UPDATE_NAMES, WEIGHTS_NAMES
 from . import signals
@@ -277,10 +278,10 @@ COMMANDS = {
                  commands.cmd_simulate, _simulate_args),
     "fit": ("does my training fit this chip? every training choice (train, weights, update) "
             "with its memory, whether it fits, and the least energy per step",
-            commands.cmd_fit, _fit_args),
+            advice.cmd_fit, _fit_args),
     "explain": ("one row per layer: how often a schedule computes and pages it, where it lives "
                 "at the peak, the energy it adds; and what is in RAM at the peak",
-                commands.cmd_explain, _explain_args),
+                advice.cmd_explain, _explain_args),
 }
 
 

@@ -86,6 +86,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .profile_checks import (_ERASE_KEYS, _PF_NUMBERS, _PF_WHOLE, RANGES, ProfileError, _capacity_sum, _check_capacity, _check_number,
+                             _check_program_flash, _check_whole, _read_size, _size)
 from .units import parse_bytes
 
 __all__ = ["Profile", "ProgramFlash", "ProfileError", "RANGES", "WEIGHTS_PLACES",
@@ -99,36 +101,6 @@ WEIGHTS_PLACES = ("flash", "ram")
 # key -> (lowest, highest, unit): the range every number of that key must lie in (inclusive).
 # Chosen so that what the pricing forms (bytes x J/byte, bytes / (B/s), FLOPs / (FLOP/s), times
 # x W) stay finite for sizes and FLOP counts up to 1e15, and wide enough for any real device.
-_BYTE_RATE = (1.0, 1e15, "B/s")
-_POWER = (1e-9, 1e6, "W")
-_LATENCY = (1e-12, 1e3, "s")
-_J_PER_BYTE = (1e-18, 1.0, "J/B")
-RANGES: dict[str, tuple[float, float, str]] = {
-    "flops_per_s": (1.0, 1e18, "FLOP/s"),
-    "active_power_w": _POWER,
-    "joules_per_flop": (1e-18, 1e3, "J/FLOP"),
-    "mem_bandwidth_bytes_per_s": _BYTE_RATE,
-    "read_bytes_per_s": _BYTE_RATE,
-    "write_bytes_per_s": _BYTE_RATE,
-    "read_latency_s": _LATENCY,
-    "write_latency_s": _LATENCY,
-    "read_power_w": _POWER,
-    "write_power_w": _POWER,
-    "read_j_per_byte": _J_PER_BYTE,
-    "write_j_per_byte": _J_PER_BYTE,
-    "erase_s_per_block": (1e-9, 1e3, "s"),
-    "erase_j_per_block": (1e-15, 1e3, "J"),
-    "endurance_cycles": (1, 10**9, "cycles"),
-    "ram_bytes": (1, 2**60, "bytes"),
-    "ram_reserve_bytes": (0, 2**60, "bytes"),
-    "flash_bytes": (1, 2**60, "bytes"),
-    "element_bytes": (1, 16, "bytes"),
-    "capacity_bytes": (1, 2**60, "bytes"),
-    "reserved_bytes": (0, 2**60, "bytes"),
-    "erase_block_bytes": (1, 2**40, "bytes"),
-}
-
-# section -> (required numeric keys, required size keys (bytes), other required keys)
 _SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
     "compute": {"numbers": ("flops_per_s", "mem_bandwidth_bytes_per_s"), "sizes": (),
                 "strings": ("source",)},
@@ -144,7 +116,6 @@ _SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
               "strings": ("storage", "source")},
 }
 _POWER_KEYS = ("active_power_w", "joules_per_flop")  # [compute]: exactly one of these
-_ERASE_KEYS = ("erase_block_bytes", "erase_s_per_block", "erase_j_per_block", "endurance_cycles")
 _TOP_KEYS = ("name", "description", "aliases", "compute", "memory", "program_flash", "flash")
 _NEW_FORM = (("program_flash", None), ("memory", "ram_reserve_bytes"), ("memory", "weights"))
 _OLD_FORM_HELP = (
@@ -173,14 +144,6 @@ _FIELD_KEYS = {
     "flash_write_power_w": ("flash", "write_power_w"),
 }
 _WHOLE_FIELDS = ("ram_bytes", "ram_reserve_bytes", "flash_bytes", "element_bytes")
-_PF_NUMBERS = ("read_bytes_per_s", "read_j_per_byte", "write_bytes_per_s", "write_j_per_byte",
-               "erase_s_per_block", "erase_j_per_block")
-_PF_WHOLE = ("capacity_bytes", "reserved_bytes", "erase_block_bytes", "endurance_cycles")
-
-
-class ProfileError(ValueError):
-    """A profile is missing, malformed or has an impossible value; the message names the file,
-    the section and the key."""
 
 
 @dataclass(frozen=True)
@@ -368,111 +331,6 @@ class Profile:
                                   "weights_capacity_bytes": self.weights_capacity_bytes,
                                   "source": self.sources.get("program_flash", "")}
         return d
-
-
-# ---- validation helpers -------------------------------------------------------------------
-
-def _size(n: int) -> str:
-    """'1048576 B (1 MiB)': exact bytes, and a round binary size where there is one."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n} B ({n / scale:.4g} {unit})"
-    return f"{n} B"
-
-
-def _capacity_sum(pf: ProgramFlash, flash_bytes: int) -> str:
-    text = f"capacity_bytes {_size(pf.capacity_bytes)} - reserved_bytes {_size(pf.reserved_bytes)}"
-    if pf.shared_with_paging:
-        text += (f" - the paging area [memory] flash_bytes {_size(flash_bytes)} "
-                 f"(shared_with_paging = true)")
-    return text
-
-
-def _shown(value: Any) -> str:
-    """repr(value), cut short when it is long (a TOML integer of 400 digits)."""
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
-
-
-def _range_text(key: str) -> str:
-    lo, hi, unit = RANGES[key]
-    return f"a number from {lo:g} to {hi:g} ({unit})"
-
-
-def _check_number(label: str, section: str, key: str, value: Any) -> float:
-    """A finite number within RANGES[key]."""
-    lo, hi, _unit = RANGES[key]
-    # compare before any float(): a TOML integer may have hundreds of digits
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (isinstance(value, float) and not math.isfinite(value)) or not lo <= value <= hi:
-        raise ProfileError(f"{label}: [{section}] {key} must be {_range_text(key)}, "
-                           f"got {_shown(value)}")
-    return float(value)
-
-
-def _check_whole(label: str, section: str, key: str, value: Any) -> int:
-    lo, hi, unit = RANGES[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        what = "bytes" if unit == "bytes" else unit
-        raise ProfileError(f"{label}: [{section}] {key} must be a whole number of {what} from "
-                           f"{lo:g} to {hi:g}, got {_shown(value)}")
-    return value
-
-
-def _read_size(label: str, section: str, key: str, value: Any) -> int:
-    """An int, an integral float, or a size string ("256KiB"), within RANGES[key]."""
-    lo, hi, _unit = RANGES[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ProfileError(f"{label}: [{section}] {key} must be a whole number of bytes from "
-                           f"{lo:g} to {hi:g} or a size such as '256KiB', got {value!r}")
-    try:
-        n = parse_bytes(value, what=key)
-    except ValueError as e:
-        raise ProfileError(f"{label}: [{section}] {key} must be a whole number of bytes from "
-                           f"{lo:g} to {hi:g} or a size such as '256KiB', got {value!r} "
-                           f"({e})") from None
-    return _check_whole(label, section, key, n)
-
-
-def _check_program_flash(label: str, pf: ProgramFlash) -> None:
-    """Types and ranges of a ProgramFlash (numbers are stored back as floats)."""
-    section = "program_flash"
-    if not isinstance(pf.storage, str) or not pf.storage.strip():
-        raise ProfileError(f"{label}: [{section}] storage must be a non-empty string, "
-                           f"got {pf.storage!r}")
-    if not isinstance(pf.shared_with_paging, bool):
-        raise ProfileError(f"{label}: [{section}] shared_with_paging must be true or false, "
-                           f"got {pf.shared_with_paging!r}")
-    given = [k for k in _ERASE_KEYS if getattr(pf, k) is not None]
-    if given and len(given) != len(_ERASE_KEYS):
-        missing = [k for k in _ERASE_KEYS if k not in given]
-        raise ProfileError(f"{label}: [{section}] give all of {', '.join(_ERASE_KEYS)} or none "
-                           f"of them; {', '.join(missing)} missing")
-    for key in _PF_WHOLE:
-        if getattr(pf, key) is not None:
-            _check_whole(label, section, key, getattr(pf, key))
-    for key in _PF_NUMBERS:
-        if getattr(pf, key) is not None:
-            object.__setattr__(pf, key, _check_number(label, section, key, getattr(pf, key)))
-    if pf.reserved_bytes >= pf.capacity_bytes:
-        raise ProfileError(f"{label}: [{section}] reserved_bytes ({_size(pf.reserved_bytes)}) "
-                           f"must be less than capacity_bytes ({_size(pf.capacity_bytes)})")
-    if pf.has_erase_figures and pf.erase_block_bytes > pf.capacity_bytes:
-        raise ProfileError(f"{label}: [{section}] erase_block_bytes "
-                           f"({_size(pf.erase_block_bytes)}) must not exceed capacity_bytes "
-                           f"({_size(pf.capacity_bytes)})")
-
-
-def _check_capacity(label: str, pf: ProgramFlash, flash_bytes: int) -> None:
-    """Paging and weights on one chip: their capacities add up against it."""
-    used = pf.reserved_bytes + (flash_bytes if pf.shared_with_paging else 0)
-    if used >= pf.capacity_bytes:
-        raise ProfileError(
-            f"{label}: [program_flash] capacity_bytes {_size(pf.capacity_bytes)} leaves no room "
-            f"for weights: reserved_bytes {_size(pf.reserved_bytes)} + the paging area [memory] "
-            f"flash_bytes {_size(flash_bytes)} (shared_with_paging = true) = {_size(used)}; "
-            f"make flash_bytes or reserved_bytes smaller, or set shared_with_paging = false "
-            f"if paging goes to another storage")
 
 
 def _read_string(label: str, where: str, key: str, value: Any) -> str:

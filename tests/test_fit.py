@@ -10,7 +10,9 @@ import torch
 
 import poet
 import solver
-from poet.fit import cheapest_fix, fit, fit_json, fit_table, model_blocks, parse_battery, train_choices
+from poet.fit import fit, fit_json, fit_table
+from poet.fit_choices import model_blocks, parse_battery, train_choices
+from poet.fit_fix import cheapest_fix
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
