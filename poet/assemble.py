@@ -6,7 +6,7 @@ on, its FLOPs and bytes (``poet.opcosts`` summed over its ops), its output bytes
 allocated that others read) and its workspace (the peak of its temporaries). Edges follow the
 data and point forward. Static bytes: trained and frozen parameters, gradient buffers of
 trained parameters (``update="buffered"`` only), optimizer state (:data:`OPTIMIZERS` buffers
-per trained parameter), buffers, inputs and targets, and traced constants.
+per trained parameter, and Adam's step count, 4 B per trained tensor), buffers, inputs and targets, and traced constants.
 
 Elementwise ops run in place (``poet.inplace.run_elementwise_in_place``) are members of the
 group that makes the tensor they overwrite: its result lives in that tensor's storage, so the
@@ -51,6 +51,10 @@ log = logging.getLogger("poet.extract")
 
 # optimizer kind -> state buffers per trained parameter (each the parameter's size)
 OPTIMIZERS = {"sgd": 0, "sgd_momentum": 1, "adam": 2, "adam_amsgrad": 3}
+# kinds whose state also holds a step count per trained parameter tensor: torch's Adam/AdamW keep
+# ``state["step"]``, a 0-d tensor of ``torch.optim.optimizer._get_scalar_dtype()`` (float32, or
+# float64 when that is the default dtype) on CPU when not capturable
+_STEP_COUNTED = ("adam", "adam_amsgrad")
 UPDATES = ("buffered", "fused")
 
 # the settings of each kind given by name (torch's defaults for that optimizer)
@@ -453,11 +457,15 @@ def _workspace(members: list[torch.fx.Node], excluded: set[torch.fx.Node]) -> in
 def _static_breakdown(placeholders: list[Placeholder], optimizer: str, update: str) -> dict[str, int]:
     trained = sum(p.nbytes for p in placeholders if p.role == "param" and p.trainable)
     frozen = sum(p.nbytes for p in placeholders if p.role == "param" and not p.trainable)
+    steps = 0
+    if optimizer in _STEP_COUNTED:
+        step_bytes = 8 if torch.get_default_dtype() == torch.float64 else 4
+        steps = step_bytes * sum(1 for p in placeholders if p.role == "param" and p.trainable)
     return {
         "trained_params": trained,
         "frozen_params": frozen,
         "grads": trained if update == "buffered" else 0,
-        "optimizer_state": OPTIMIZERS[optimizer] * trained,
+        "optimizer_state": OPTIMIZERS[optimizer] * trained + steps,
         "buffers": sum(p.nbytes for p in placeholders if p.role == "buffer"),
         "inputs": sum(p.nbytes for p in placeholders if p.role in ("input", "target")),
         "constants": sum({p.qualname: p.nbytes for p in placeholders if p.role == "constant"}.values()),

@@ -312,7 +312,7 @@ def test_workspace_out_bytes_and_costs_by_hand():
     assert graph.static_breakdown == {"trained_params": params, "frozen_params": 0, "grads": params,
                                       "optimizer_state": 0, "buffers": 0, "inputs": inputs, "constants": 0}
     adam = extract(model, F.cross_entropy, x, y, optimizer="adam")
-    assert adam.static_bytes == 4 * params + inputs  # params, grads, two moments
+    assert adam.static_bytes == 4 * params + 4 * 4 + inputs  # params, grads, two moments, 4 step counts
     momentum = extract(model, F.cross_entropy, x, y, optimizer="sgd_momentum", train="bias")
     biases = 4 * (8 + 3)
     assert momentum.static_breakdown["grads"] == biases and momentum.static_breakdown["optimizer_state"] == biases

@@ -33,7 +33,7 @@ def row(report, train, weights, update):
 
 def test_sensor_cnn1d_train_last_by_hand():
     """train=last trains the head Linear(64, 6): 64*6 + 6 = 390 floats; Adam keeps two buffers per
-    trained parameter; everything else is frozen and, with weights in flash, leaves the RAM."""
+    trained parameter and a 4-byte step count per trained tensor; everything else is frozen and, with weights in flash, leaves the RAM."""
     model, _, x, _ = poet.zoo.get("sensor_cnn1d")
     head = nbytes(model.fc.parameters())
     assert head == (64 * 6 + 6) * F32
@@ -44,7 +44,7 @@ def test_sensor_cnn1d_train_last_by_hand():
         for update in ("buffered", "fused"):
             r = row(report, "last", weights, update)
             assert r.trained_params == head
-            assert r.optimizer_state == 2 * head
+            assert r.optimizer_state == 2 * head + 2 * 4  # weight and bias: two step counts
             assert r.grads == (head if update == "buffered" else 0)
             assert r.frozen_params == total - head
             assert r.frozen_in_flash == (total - head if weights == "flash" else 0)
@@ -65,7 +65,7 @@ def test_ds_cnn_train_bias_by_hand():
                  solve=False)
     flash, ram = row(report, "bias", "flash", "fused"), row(report, "bias", "ram", "fused")
     for r in (flash, ram):
-        assert (r.trained_params, r.optimizer_state, r.grads) == (biases, 2 * biases, 0)
+        assert (r.trained_params, r.optimizer_state, r.grads) == (biases, 2 * biases + 10 * 4, 0)
         assert r.frozen_params == total - biases
     assert flash.frozen_in_flash == total - biases and ram.frozen_in_flash == 0
     assert ram.min_ram_bytes - flash.min_ram_bytes == total - biases

@@ -164,16 +164,28 @@ def test_weights_over_the_program_flash_raise_naming_the_sizes():
 # ---- optimizers and update nodes ----------------------------------------------------------------
 
 def test_optimizer_instances_give_their_kind():
+    """The kind and the optimizer-state bytes of each optimizer, the bytes checked against the
+    state torch itself holds after one eager step (Adam's moments and its 0-d step tensors)."""
     model, x, y = tiny()
     p = FC1 + FC2
-    cases = [(torch.optim.SGD(model.parameters(), lr=0.1), "sgd", 0),
-             (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), "sgd_momentum", 1),
-             (torch.optim.Adam(model.parameters()), "adam", 2),
-             (torch.optim.AdamW(model.parameters(), amsgrad=True), "adam_amsgrad", 3)]
-    for opt, kind, buffers in cases:
-        g = poet.extract(model, F.cross_entropy, x, y, optimizer=opt)
-        assert g.optimizer == kind and g.static_breakdown["optimizer_state"] == buffers * p
-    assert poet.extract(model, F.cross_entropy, x, y, optimizer="adam").static_breakdown["optimizer_state"] == 2 * p
+    tensors = len(list(model.parameters()))
+    cases = [(lambda ps: torch.optim.SGD(ps, lr=0.1), "sgd", 0, 0),
+             (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), "sgd_momentum", 1, 0),
+             (lambda ps: torch.optim.Adam(ps), "adam", 2, 4),
+             (lambda ps: torch.optim.AdamW(ps, amsgrad=True), "adam_amsgrad", 3, 4)]
+    for make, kind, buffers, step_bytes in cases:
+        g = poet.extract(model, F.cross_entropy, x, y, optimizer=make(model.parameters()))
+        assert g.optimizer == kind
+        assert g.static_breakdown["optimizer_state"] == buffers * p + step_bytes * tensors
+        eager = copy.deepcopy(model)
+        opt = make(eager.parameters())
+        F.cross_entropy(eager(x), y).backward()
+        opt.step()
+        held = sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values()
+                   if torch.is_tensor(t))
+        assert g.static_breakdown["optimizer_state"] == held, kind
+    assert poet.extract(model, F.cross_entropy, x, y, optimizer="adam").static_breakdown["optimizer_state"] \
+        == 2 * p + 4 * tensors
     for bad, what in [(torch.optim.SGD(model.parameters(), lr=0.1, foreach=True), "foreach=True"),
                       (torch.optim.LBFGS(model.parameters()), "LBFGS is not supported"),
                       (torch.optim.SGD(model[2].parameters(), lr=0.1), "does not hold the trained")]:
