@@ -226,30 +226,44 @@ def _select_trainable(model: nn.Module, train: Any, inputs: tuple[torch.Tensor, 
     return [n for n, _ in params if n in chosen]
 
 
-def _last_module_with_params(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
-    """The last module, in forward call order, that owns parameters directly (a fake-tensor run)."""
+def module_calls(model: nn.Module, inputs: Sequence[torch.Tensor], modules: dict[str, nn.Module],
+                 purpose: str) -> list[str]:
+    """Names of ``modules`` (name -> submodule of ``model``) in the order they are called, one
+    entry per call, on one forward run of ``inputs`` on fake tensors: the model, its parameters
+    and torch's RNG are untouched. A failing forward raises ExtractError: "{purpose} could not run
+    the model's forward: ..."."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    called: list[nn.Module] = []
-    owners = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
-    if not owners:
-        raise ValueError("train='last' needs a model with parameters; this one has none")
-    handles = [m.register_forward_pre_hook(lambda mod, args: called.append(mod)) for m in owners]
+    called: list[str] = []
+
+    def hook(name: str):
+        return lambda mod, args: called.append(name)
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
     mode = FakeTensorMode()
     try:
         state = {n: mode.from_tensor(t) for n, t in [*model.named_parameters(), *model.named_buffers()]}
         fake_inputs = tuple(mode.from_tensor(x) for x in inputs)
-        with mode, torch.no_grad():
+        with mode, torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.func.functional_call(model, state, fake_inputs)
     except Exception as exc:  # noqa: BLE001 - any failure of the user's forward is reported the same way
-        raise ExtractError(f"train='last' could not run the model's forward to find its last layer: "
+        raise ExtractError(f"{purpose} could not run the model's forward: "
                            f"{type(exc).__name__}: {_first_line(exc)}") from exc
     finally:
         for h in handles:
             h.remove()
+    return called
+
+
+def _last_module_with_params(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+    """The last module, in forward call order, that owns parameters directly (a fake-tensor run)."""
+    owners = {n: m for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None}
+    if not owners:
+        raise ValueError("train='last' needs a model with parameters; this one has none")
+    called = module_calls(model, inputs, owners, "train='last' (to find the last layer)")
     if not called:
         raise ValueError("train='last': no module owning parameters was called by the forward pass")
-    return called[-1]
+    return owners[called[-1]]
 
 
 # =========================================================================== tracing

@@ -61,36 +61,9 @@ def parse_battery(value: Any) -> float:
 def _call_order(model, inputs: tuple, modules: dict[str, Any]) -> list[str]:
     """Names of `modules` in the order of their first call on one fake-tensor forward run (the
     model, its parameters and torch's RNG are untouched)."""
-    import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    from ._extract import module_calls
 
-    from .fxnodes import ExtractError
-
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def hook(name):
-        def pre(mod, args):
-            if name not in seen:
-                seen.add(name)
-                order.append(name)
-        return pre
-
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
-    mode = FakeTensorMode()
-    try:
-        state = {n: mode.from_tensor(t) for n, t in [*model.named_parameters(), *model.named_buffers()]}
-        fake = tuple(mode.from_tensor(x) for x in inputs)
-        with mode, torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.func.functional_call(model, state, fake)
-    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward is reported the same way
-        raise ExtractError(f"poet fit could not run the model's forward to find its blocks: "
-                           f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                           ) from exc
-    finally:
-        for h in handles:
-            h.remove()
-    return order
+    return list(dict.fromkeys(module_calls(model, inputs, modules, "poet fit (to find the model's blocks)")))
 
 
 def model_blocks(model, inputs) -> list[str]:

@@ -719,3 +719,25 @@ def test_unused_trained_parameter_gets_no_gradient_node():
     assert set(graph.grad_values) == {"fc.weight", "fc.bias"}
     assert graph.static_breakdown["grads"] == 4 * 2 * (4 * 3 + 3)  # the optimizer still holds both
     assert_replay_bitwise(graph, zm)
+
+
+class _RaisesInForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        raise RuntimeError("sensor offline\nsecond line")
+
+
+def test_a_forward_that_fails_while_finding_layers_is_one_line_naming_the_purpose():
+    from poet.fit_choices import model_blocks
+
+    model, x, y = _RaisesInForward(), torch.randn(2, 3), torch.tensor([0, 1])
+    state = torch.random.get_rng_state()
+    with pytest.raises(ExtractError, match=r"^train='last' \(to find the last layer\) could not run the "
+                                           r"model's forward: RuntimeError: sensor offline$"):
+        extract(model, F.cross_entropy, x, y, train="last")
+    with pytest.raises(ExtractError, match=r"^poet fit \(to find the model's blocks\) could not run"):
+        model_blocks(model, (x,))
+    assert torch.equal(torch.random.get_rng_state(), state)
