@@ -157,6 +157,8 @@ def _fit_args(p):
     p.add_argument("--fold-bn", dest="fit_fold", nargs="?", const="yes", default=None,
                    choices=["yes", "both"],
                    help="fold frozen BatchNorms (yes), or try with and without (both)")
+    p.add_argument("--inplace", dest="fit_inplace", action="store_true",
+                   help="run elementwise ops (ReLU, residual adds) in place where that is exact")
     p.add_argument("--battery", help="energy of one battery charge: 2.4kJ, 3.7Wh, 1000mAh@3.7V")
     p.add_argument("--time-limit", type=float, default=5.0, help="seconds per solve (5)")
     p.add_argument("--gap", type=float, default=1e-2, help="relative gap per solve (1e-2)")

@@ -25,7 +25,7 @@ def cmd_fit(args) -> int:
 
     _check_solver_options(args)
     args.train, args.update, args.weights, args.fold_bn = "all", "buffered", None, False
-    args.inplace = False
+    fit_inplace, args.inplace = bool(args.fit_inplace), False
     spec = _spec_from_args(args)
     device = args.device if args.device == "all" or "," not in args.device \
         else [d.strip() for d in args.device.split(",") if d.strip()]
@@ -44,6 +44,7 @@ def cmd_fit(args) -> int:
                  weights=_choices(args.weights_list, WEIGHTS_NAMES, "--weights"),
                  updates=_choices(args.updates, UPDATE_NAMES, "--update"),
                  fold_bn={"yes": True, "both": "both", None: False}[args.fit_fold],
+                 inplace=fit_inplace,
                  battery=args.battery, time_limit_s=args.time_limit, gap=args.gap,
                  solve=not args.no_solve, **kw)
     if args.json:

@@ -254,9 +254,10 @@ def _what_would_fit(args, problem) -> str:
             f"{format_bytes(prof.usable_ram_bytes)} usable")
     spec = _spec_from_args(args)
     try:
-        fix = cheapest_fix(spec, args.device, train=spec.train, weights=spec.weights,
+        fix = cheapest_fix(spec.replace(fold_bn=False), args.device, train=spec.train, weights=spec.weights,
                            update=spec.update, optimizer=spec.optimizer,
-                           batch_size=spec.batch_size, seed=spec.seed, options=spec.options)
+                           batch_size=spec.batch_size, seed=spec.seed, options=spec.options,
+                           fold_bn=spec.fold_bn, inplace=spec.inplace)
     except ValueError:
         fix = None
     return text + (f"; {fix}" if fix else "")

@@ -100,6 +100,7 @@ class FitRow:
     gap: float | None = None
     status: str | None = None
     steps: float | None = None
+    inplace: bool = False
     graph: Any = field(default=None, repr=False, compare=False)
     problem: Any = field(default=None, repr=False, compare=False)
     result: Any = field(default=None, repr=False, compare=False)
@@ -115,6 +116,8 @@ class FitRow:
         parts = [f"train={self.train}"]
         if self.fold_bn:
             parts[0] += " (BatchNorm folded)"
+        if self.inplace:
+            parts[0] += " (in place)"
         if self.frozen_params:
             parts.append("weights in flash" if self.weights == "flash" else "weights in RAM")
         parts.append(f"{self.update} update")
@@ -281,9 +284,11 @@ class _Traced:
     model: Any
     min_ram: int
     store_all: int
+    inplace: bool = False
 
 
-def _trace(step: _Step, label: str, train, update: str, optimizer: str, fold_bn: bool) -> _Traced:
+def _trace(step: _Step, label: str, train, update: str, optimizer: str, fold_bn: bool,
+           inplace: bool = False) -> _Traced:
     from ._extract import extract
 
     model = step.model
@@ -293,10 +298,10 @@ def _trace(step: _Step, label: str, train, update: str, optimizer: str, fold_bn:
 
         model, _ = fold_frozen_batchnorm(model, train_arg, step.inputs)
     graph = extract(model, step.loss_fn, step.inputs, step.targets, train=train_arg,
-                    optimizer=optimizer, update=update, name=step.label)
+                    optimizer=optimizer, update=update, inplace=inplace, name=step.label)
     structural = graph_to_problem(graph, weights="ram")
     return _Traced(label, train, update, fold_bn, graph, model, solver.min_feasible_ram(structural),
-                   solver.store_all_peak(structural))
+                   solver.store_all_peak(structural), inplace)
 
 
 def _row(t: _Traced, profile: Profile, weights: str, step: _Step, optimizer: str) -> FitRow:
@@ -324,7 +329,7 @@ def _row(t: _Traced, profile: Profile, weights: str, step: _Step, optimizer: str
         static_ram_bytes=int(t.graph.static_bytes) - in_flash, min_ram_bytes=min_ram,
         store_all_peak_bytes=store_all, usable_ram_bytes=usable, weights_flash_free_bytes=free,
         fits=not reasons, reason="; ".join(reasons) or None, ram_short_bytes=ram_short,
-        flash_over_bytes=flash_over, graph=t.graph, model=t.model)
+        flash_over_bytes=flash_over, inplace=t.inplace, graph=t.graph, model=t.model)
 
 
 def _solve_problem(problem: solver.Problem, time_limit_s: float, gap: float):
@@ -405,7 +410,7 @@ def fit(model: Any, device: Any = "nrf52840", *, batch_size: int = 1, seed: int 
         options: dict | None = None, optimizer: str = "sgd",
         trains: Sequence[str] | None = None, sparse: Sequence[int] = SPARSE_KS,
         weights: Sequence[str] = WEIGHTS, updates: Sequence[str] = UPDATES,
-        fold_bn: bool | str = False, battery: Any = None, time_limit_s: float = 5.0,
+        fold_bn: bool | str = False, inplace: bool = False, battery: Any = None, time_limit_s: float = 5.0,
         gap: float = 1e-2, solve: bool = True, executor: Any = "process") -> FitReport:
     """Every training choice of `model` on `device`, sorted best first (see the module docstring).
 
@@ -416,7 +421,8 @@ def fit(model: Any, device: Any = "nrf52840", *, batch_size: int = 1, seed: int 
     to keep among "all", "bias", "last" and "last<k>" (None: all of them); `sparse`: the k of
     ``last<k>``. `weights`, `updates`: the placements and update modes to try. `fold_bn`: False,
     True (fold frozen BatchNorms in every choice that freezes some) or "both" (rows with and
-    without). `battery`: energy for the steps column (see `parse_battery`). Fitting rows are
+    without). `inplace`: trace with elementwise ops run in place where that is exact
+    (`poet.extract(inplace=True)`, as microcontroller kernels run them). `battery`: energy for the steps column (see `parse_battery`). Fitting rows are
     solved with strategy "poet" at the usable RAM within `time_limit_s` to relative `gap`
     (``solve=False`` skips that: fit and memory only). Rows whose store-all peak fits are solved
     in this process; the others on `executor`: "process" (default: a process pool of one worker
@@ -430,6 +436,8 @@ def fit(model: Any, device: Any = "nrf52840", *, batch_size: int = 1, seed: int 
     gap = _check_number("gap", gap, zero_ok=True)
     weights = _check_choices("weights", weights, WEIGHTS)
     updates = _check_choices("updates", updates, UPDATES)
+    if not isinstance(inplace, bool):
+        raise ValueError(f"inplace must be True or False, got {inplace!r}")
     if fold_bn not in (False, True, "both"):
         raise ValueError(f"fold_bn must be False, True or 'both', got {fold_bn!r}")
     folds = {False: (False,), True: (True,), "both": (False, True)}[fold_bn]
@@ -450,7 +458,7 @@ def fit(model: Any, device: Any = "nrf52840", *, batch_size: int = 1, seed: int 
             if fold and train == "all":
                 continue  # nothing is frozen: nothing to fold
             for update in updates:
-                traced.append(_trace(step, label, train, update, optimizer, fold))
+                traced.append(_trace(step, label, train, update, optimizer, fold, inplace))
     trace_s = time.perf_counter() - started
     rows: list[FitRow] = []
     for profile in profiles:

@@ -27,7 +27,8 @@ def _fits_memory(t: _Traced, profile: Profile, weights: str, step: _Step, optimi
 def cheapest_fix(model: Any, device: Any, *, train: Any = "all", weights: str | None = None,
                  update: str = "buffered", optimizer: str = "sgd", batch_size: int = 1,
                  seed: int = 0, options: dict | None = None,
-                 sparse: Sequence[int] = SPARSE_KS) -> str | None:
+                 sparse: Sequence[int] = SPARSE_KS, fold_bn: bool = False,
+                 inplace: bool = False) -> str | None:
     """One line naming the least change to the current choice that makes the step fit `device`,
     or None when the current choice fits already or no choice of `fit` (nor a smaller batch)
     fits. The memory test is `fit`'s (minimum RAM within the usable RAM, frozen weights within
@@ -41,7 +42,8 @@ def cheapest_fix(model: Any, device: Any, *, train: Any = "all", weights: str | 
 
     `model`, `batch_size`, `seed`, `options`, `optimizer` as in `fit`; `train` as in
     `poet.extract` ("all", "bias", "last" or a list of module names); `weights` None takes the
-    device's default.
+    device's default; `fold_bn` and `inplace` as the step is traced (`poet.extract`), kept in
+    every change tried.
     """
     profile = load_profile(device)
     weights = profile.weights if weights is None else weights
@@ -57,7 +59,7 @@ def cheapest_fix(model: Any, device: Any, *, train: Any = "all", weights: str | 
     def traced(s: _Step, lab: str, tr, upd: str) -> _Traced:
         key = (s.batch_size, lab, upd)
         if key not in cache:
-            cache[key] = _trace(s, lab, tr, upd, optimizer, False)
+            cache[key] = _trace(s, lab, tr, upd, optimizer, bool(fold_bn) and tr != "all", inplace)
         return cache[key]
 
     now = traced(step, label, current_train, update)

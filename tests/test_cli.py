@@ -227,6 +227,17 @@ def test_fit_table_and_json(capsys):
     assert "--battery" in capsys.readouterr().err
 
 
+def test_fit_inplace_flag(capsys):
+    args = ["fit", "sensor_cnn1d", "--device", "mkr1000", "--train", "all", "--update", "fused",
+            "--no-solve", "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)["rows"][0]
+    assert main(args + ["--inplace"]) == 0
+    inplace = json.loads(capsys.readouterr().out)["rows"][0]
+    assert inplace["inplace"] is True and plain["inplace"] is False
+    assert inplace["store_all_peak_bytes"] < plain["store_all_peak_bytes"]
+
+
 @pytest.mark.slow
 def test_the_main_job_runs_on_a_real_chip_budget(tmp_path):
     """`poet demo` on its defaults: the DS-CNN on an STM32F746 at the chip's usable RAM

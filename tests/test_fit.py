@@ -165,6 +165,38 @@ def test_cheapest_fix():
     assert cheapest_fix("ds_cnn", "nrf52840", train="last", weights="ram") is None
 
 
+def test_cheapest_fix_keeps_fold_bn():
+    """With fold_bn the suggested choice is measured on the folded model: its minimum is the
+    folded fit row's, below the unfolded one's (the BatchNorm statistics are gone)."""
+    from poet.units import format_bytes
+
+    plain = cheapest_fix("sensor_cnn1d", "mkr1000", train="all", weights="ram")
+    folded = cheapest_fix("sensor_cnn1d", "mkr1000", train="all", weights="ram", fold_bn=True)
+    assert "train=last and weights=flash" in plain and "train=last and weights=flash" in folded
+    rows = {fold: fit("sensor_cnn1d", "mkr1000", fold_bn=fold, trains=["last"], updates=["buffered"],
+                      weights=["flash"], solve=False).rows[0] for fold in (False, True)}
+    assert rows[True].min_ram_bytes < rows[False].min_ram_bytes
+    for fold, text in ((False, plain), (True, folded)):
+        assert f"minimum RAM {format_bytes(rows[fold].min_ram_bytes)} of" in text
+
+
+def test_inplace_rows():
+    """fit(inplace=True) traces with elementwise ops in place: DS-CNN train=all, fused, has the
+    store-all peak of `poet.extract(inplace=True)`'s graph, below the out-of-place one."""
+    from poet.costs import graph_to_problem
+
+    rows = {ip: fit("ds_cnn", "stm32f746", trains=["all"], updates=["fused"], weights=["ram"],
+                    inplace=ip, solve=False).rows[0] for ip in (False, True)}
+    assert rows[True].inplace and not rows[False].inplace and "(in place)" in rows[True].describe()
+    assert rows[True].to_dict()["inplace"] is True
+    model, loss_fn, x, y = poet.zoo.get("ds_cnn")
+    g = poet.extract(model, loss_fn, x, y, update="fused", inplace=True)
+    assert rows[True].store_all_peak_bytes == solver.store_all_peak(graph_to_problem(g, weights="ram"))
+    assert rows[True].store_all_peak_bytes < rows[False].store_all_peak_bytes
+    with pytest.raises(ValueError, match="inplace must be True or False"):
+        fit("ds_cnn", "stm32f746", inplace="yes", solve=False)
+
+
 def test_top_row_fits_where_the_defaults_do_not_and_verifies():
     report = fit("ds_cnn", "nrf52840", trains=["all", "last", "last2"], executor="serial",
                  time_limit_s=3)
