@@ -33,11 +33,6 @@ _BUDGET_FORMS = ("an int N (N budgets from the minimum feasible to the store-all
                  "('256KiB,512KiB,0.9x') or a list of sizes (ints are bytes there)")
 
 
-def _device_profile(name: str):
-    from .profiles import load_profile   # reads TOML files: only when a budget says "device"
-    return load_profile(name)
-
-
 def _one_budget(value, problem: Problem, lo: int, hi: int, where: str) -> int:
     """One RAM budget in bytes (1..MAX_BUDGET_BYTES): bytes, a size, a multiple of the store-all
     peak ("0.9x"), "min" (the minimum feasible RAM), "peak" (the store-all peak) or "device"."""
@@ -79,12 +74,8 @@ def _one_budget_unchecked(value, problem: Problem, lo: int, hi: int, where: str)
                              f"largest budget is 2**53 bytes (8 PiB)")
         return math.floor(b)
     if kind == "device":
-        from .costs import recorded_device
-        device = recorded_device(problem.extra.get("device"), "the problem")
-        if device is None:
-            raise ValueError(f"budgets: {where}: 'device' needs a problem made for a device "
-                             f"(problem.extra['device']); give a size instead")
-        return _device_profile(device).usable_ram_bytes
+        from .costs import budget_profile   # reads TOML files: only when a budget says "device"
+        return budget_profile(problem, what=f"budgets: {where}: 'device'").usable_ram_bytes
     raise ValueError(f"budgets: {where}: {value!r} is not a RAM budget; give {_BUDGET_FORMS}")
 
 
@@ -212,12 +203,6 @@ def resolve_flash_budget(problem: Problem, flash_budget, device=None) -> int | N
     flash size of `device`, else of the device the problem was made for)."""
     kind, number = parse_budget(flash_budget, "flash")
     if kind == "device":
-        if device is None:
-            from .costs import recorded_device
-            device = recorded_device(problem.extra.get("device"), "the problem")
-        dev = device
-        if not dev:
-            raise ValueError("flash_budget='device' needs a device: give device= or a "
-                             "problem made for one, or give a size")
-        number = _device_profile(dev).flash_bytes
+        from .costs import budget_profile
+        number = budget_profile(problem, device, "flash_budget='device'").flash_bytes
     return number

@@ -52,6 +52,7 @@ no limit.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
@@ -378,14 +379,28 @@ def recorded_device(device: Any, where: str) -> str | None:
     return device
 
 
-def _builtin_names() -> set[str]:
+def budget_profile(problem: solver.Problem, device: Any = None, what: str = "a 'device' budget") -> Profile:
+    """The profile a "device" budget of `problem` reads: `device` (a Profile, name or path) when
+    given, else the built-in profile the problem records (`extra["device"]`, checked by
+    `recorded_device`). ValueError naming `what` when there is neither."""
+    if device is None:
+        device = recorded_device(problem.extra.get("device"), "the problem")
+    if not device:
+        raise ValueError(f"{what} needs a device: this problem names none (give a size "
+                         f"instead, or --device)")
+    return load_profile(device)
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_names() -> frozenset[str]:
+    """Built-in profile names and aliases, lower case (the packaged files do not change)."""
     from .profiles import list_profiles, profile_names
 
     names = set(profile_names())
     for p in list_profiles():
         names.add(p.name)
         names.update(getattr(p, "aliases", ()) or ())
-    return {n.lower() for n in names}
+    return frozenset(n.lower() for n in names)
 
 
 # ---- priced problems with budgets ---------------------------------------------------------------
@@ -520,13 +535,11 @@ def apply_budgets(problem: solver.Problem, profile: Profile | str | os.PathLike 
     ram = parse_budget(ram_budget, "ram")
     runtime = parse_budget(runtime_budget, "runtime")
     flash = parse_budget(flash_budget, "flash")
-    if profile is None and "device" in (ram[0], flash[0]):
-        device = recorded_device(problem.extra.get("device"), "the problem")
-        if device is None:
-            raise ValueError("a 'device' budget needs a device: this problem names none "
-                             "(give a size instead, or --device)")
-        profile = device
-    prof = load_profile(profile) if profile is not None else None
+    prof = None
+    if "device" in (ram[0], flash[0]):
+        prof = budget_profile(problem, profile)
+    elif profile is not None:
+        prof = load_profile(profile)
     return problem.with_budgets(
         ram_budget_bytes=_resolve_size(ram, problem, prof, "ram_bytes"),
         runtime_budget_s=_resolve_runtime(runtime, problem, runtime_budget),

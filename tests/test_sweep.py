@@ -3,6 +3,7 @@ cache, interruption and resumption, executors."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,31 @@ def without_solve_s(rows):
 
 
 # ---- budgets --------------------------------------------------------------------------------
+
+def test_device_budgets_read_the_recorded_or_given_device(four):
+    """'device' is the usable RAM (RAM less the reserve) and the paging flash of the device the
+    problem records or the one given; without either it is one line naming the argument."""
+    from poet.budgets import resolve_flash_budget
+    from poet.costs import apply_budgets
+    from poet.profiles import load_profile
+
+    nrf, rpi = load_profile("nrf52840"), load_profile("rpi4")
+    for bad, what in ((lambda: resolve_budgets(four, "device"), "budgets: item 0 ('device'): 'device'"),
+                      (lambda: resolve_flash_budget(four, "device"), "flash_budget='device'"),
+                      (lambda: apply_budgets(four, ram_budget="device"), "a 'device' budget")):
+        with pytest.raises(ValueError, match=rf"^{re.escape(what)} needs a device: this problem names none"):
+            bad()
+    made = Problem(four.nodes, four.edges, static_bytes=1000, extra={"device": "nrf52840"})
+    assert resolve_budgets(made, "device") == [nrf.usable_ram_bytes] == [224 * 1024]
+    assert resolve_flash_budget(made, "device") == nrf.flash_bytes
+    assert resolve_flash_budget(made, "device", "rpi4") == rpi.flash_bytes != nrf.flash_bytes
+    got = apply_budgets(made, ram_budget="device", flash_budget="device")
+    assert (got.ram_budget_bytes, got.flash_budget_bytes) == (224 * 1024, nrf.flash_bytes)
+    assert apply_budgets(four, "rpi4", ram_budget="device").ram_budget_bytes == rpi.usable_ram_bytes
+    tampered = Problem(four.nodes, four.edges, static_bytes=1000, extra={"device": "../evil.toml"})
+    with pytest.raises(ValueError, match="not a built-in profile name"):
+        resolve_budgets(tampered, "device")
+
 
 def test_resolve_budgets(four):
     assert solver.min_feasible_ram(four) == 1200 and solver.store_all_peak(four) == 1210
