@@ -73,7 +73,7 @@ import torch.nn as nn
 import torch.utils._pytree as pytree
 
 from poet.assemble import OPTIMIZERS, UPDATES, Traced, build_graph, describe_optimizer
-from poet.fxnodes import ExtractError, storage_nbytes, tensor_nbytes
+from poet.fxnodes import ExtractError, drop_masked_results, storage_nbytes, tensor_nbytes
 from poet.graph import Placeholder, TrainingGraph
 from poet.grouping import CALL_KEY, LOSS, MODULE_KEY
 from poet.inplace import rewrite_inplace, run_elementwise_in_place
@@ -153,6 +153,7 @@ def extract(
         settings = {n: settings[n] for n in trainable}
     traced = _trace(model, loss_fn, inputs, example_targets, trainable)
     rewrite_inplace(traced.gm)
+    drop_masked_results(traced.gm)
     in_place = run_elementwise_in_place(traced.gm) if inplace else []
     graph = build_graph(traced, granularity=granularity, optimizer=kind, update=update, settings=settings,
                         name=name if name is not None else type(model).__name__)

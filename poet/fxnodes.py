@@ -18,7 +18,7 @@ from torch._ops import OpOverload
 
 __all__ = ["ExtractError", "INPLACE_META", "aten", "is_getitem", "written_args", "is_view", "view_base", "source_of",
            "is_inplace", "storage_of", "arg_nodes", "is_random", "storage_nbytes", "tensor_nbytes",
-           "tensor_leaves", "owned_nbytes"]
+           "tensor_leaves", "owned_nbytes", "drop_masked_results"]
 
 aten = torch.ops.aten
 
@@ -126,3 +126,31 @@ def owned_nbytes(storage: torch.fx.Node) -> int:
     if "poet_rewritten_from" in storage.meta:  # meta['val'] still aliases the old in-place target
         return tensor_nbytes(v)
     return storage_nbytes(v)
+
+
+def drop_masked_results(gm: torch.fx.GraphModule) -> int:
+    """Set to None the results an op's ``output_mask`` argument turns off, in ``meta["val"]``.
+
+    The CPU kernels return no tensor for them (``native_batch_norm_backward`` of a BatchNorm
+    whose input needs no gradient returns None for grad_input), while some fake kernels still
+    return one; counted, it would be a workspace and bytes written that never exist. Returns how
+    many results were dropped."""
+    dropped = 0
+    for n in gm.graph.nodes:
+        schema = getattr(n.target, "_schema", None) if n.op == "call_function" else None
+        val = n.meta.get("val")
+        if schema is None or not isinstance(val, (tuple, list)):
+            continue
+        for i, arg in enumerate(schema.arguments):
+            if arg.name != "output_mask":
+                continue
+            mask = n.kwargs.get("output_mask", n.args[i] if i < len(n.args) else None)
+            off = {k for k, on in enumerate(mask or ()) if not on and k < len(val)
+                   and isinstance(val[k], torch.Tensor)}
+            if off:
+                n.meta["val"] = type(val)(None if k in off else v for k, v in enumerate(val))
+                for u in n.users:
+                    if is_getitem(u) and u.args[1] in off:
+                        u.meta["val"] = None
+                dropped += len(off)
+    return dropped

@@ -741,3 +741,25 @@ def test_a_forward_that_fails_while_finding_layers_is_one_line_naming_the_purpos
     with pytest.raises(ExtractError, match=r"^poet fit \(to find the model's blocks\) could not run"):
         model_blocks(model, (x,))
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_batchnorm_backward_with_its_input_gradient_masked_off_allocates_none():
+    """train="bias" after a frozen bias-free conv: the BatchNorm's backward computes only its bias
+    gradient (output_mask [False, False, True]). The CPU kernel returns no grad_input (the fake
+    kernel does): no workspace, 16 floats written, and the replay measures what is predicted."""
+    import solver
+    from poet.executor import execute
+    from poet.resolve import structural_problem
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(3, 16, 5, padding=2, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(16 * 32, 4))
+    x, y = torch.randn(1, 3, 32), torch.tensor([2])
+    g = extract(m, F.cross_entropy, x, y, train="bias")
+    n = g.node("1.backward")
+    assert n.workspace_bytes == 0 and n.bytes_written == 16 * 4
+    p = structural_problem(g)
+    s = solver.store_all(p)
+    res = execute(g, s, m, x, y, problem=p)
+    assert res.node_workspace_bytes[n.id] == 0
+    assert res.ram_trace == solver.simulate(p, s).ram_trace
