@@ -310,3 +310,44 @@ def test_three_steps_at_minimum_ram_bitwise_eager(opt_name, update):
     assert report.passed, report.failures
     assert report.params_compared and report.params_bitwise and report.optimizer_state_bitwise
     assert report.trace_equal and report.weights_file_bytes > 0
+
+
+# ---- the benchmark's replay of a memory-table row -------------------------------------------
+
+def _mcu_memory_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mcu_memory.py"
+    spec = importlib.util.spec_from_file_location("mcu_memory_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_replays_sensor_rows_bitwise():
+    """`benchmarks/mcu_memory.py --replay` on two rows of the sensor CNN with fused Adam: train=last
+    with frozen weights in flash (the fc layer's 64*6 + 6 floats train; the rest is mapped from
+    the weights file and outside the RAM) and train=all (the minimum needs recomputes and paging)."""
+    bench = _mcu_memory_benchmark()
+    step, rows = bench.replay_choices("sensor_cnn1d", trains=["all", "last"], weights=["flash"],
+                                      updates=["fused"])
+    assert [(t, w, u) for t, _, w, u in rows] == [("all", "ram", "fused"), ("last", "flash", "fused")]
+    total = sum(p.numel() * p.element_size() for p in step.model.parameters())
+    fc = 4 * (64 * 6 + 6)
+    built = [p.detach().clone() for p in step.model.parameters()]
+    for (label, train, weights, update), frozen in zip(rows, [0, total - fc]):
+        r = bench.replay_row(step, "sensor_cnn1d", label, train, weights, update, "adam",
+                             device="nrf52840", time_limit_s=10)
+        assert r["error"] is None and r["schedule"] != "none", r
+        failed = [k for k in bench.CHECKS if r[k] is not True]
+        assert not failed and r["ok"], (label, failed, r.get("verify_failures"))
+        assert r["frozen_bytes"] == frozen and r["frozen_in_flash"] == frozen
+        assert r["weights"] == ("-" if label == "all" else "flash")
+        if frozen:
+            assert r["weights_file_bytes"] >= frozen
+        assert r["predicted_peak_bytes"] == r["measured_peak_bytes"] <= r["min_ram_bytes"]
+        if label == "all":
+            assert r["recomputes"] + r["page_ins"] > 0  # the minimum is below store-all
+    # each row trains copies: the step's model is left as built
+    assert all(torch.equal(a, b) for a, b in zip(step.model.parameters(), built))
