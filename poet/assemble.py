@@ -328,6 +328,9 @@ def build_graph(traced: Traced, *, granularity: str, optimizer: str, name: str, 
     aten_ops = [n for n in graph.nodes if n.op == "call_function" and isinstance(n.target, OpOverload)]
     breakdown = _static_breakdown(traced.placeholders, optimizer, update)
     extra_info: dict[str, Any] = {"update": update}
+    if update == "buffered":
+        extra_info["optimizer_step_workspace_bytes"] = _step_workspace(traced, grad_nodes, optimizer,
+                                                                       settings or {})
     if settings:
         extra_info["optimizer_settings"] = {p: dict(v) for p, v in settings.items()}
     if unused:
@@ -340,6 +343,26 @@ def build_graph(traced: Traced, *, granularity: str, optimizer: str, name: str, 
         num_aten_ops=len(aten_ops), num_nonview_ops=sum(1 for n in aten_ops if not is_view(n)),
         extra=extra_info, update=update,
     )
+
+
+def _step_workspace(traced: Traced, grad_nodes: dict[str, torch.fx.Node], optimizer: str,
+                    settings: dict[str, dict]) -> int:
+    """Peak temporaries of the buffered ``opt.step()`` after the step, which runs beside the static
+    bytes once every activation is freed. The single-tensor update runs one parameter at a time
+    (`update_counts` each), in the order the optimizer holds them, taken as the model's parameter
+    order (``Adam(model.parameters())``). Adam's loop keeps the previous parameter's ``denom``
+    alive until the next one's is made, so its peak is the previous parameter's size plus the
+    current one's temporaries; SGD drops its temporary at the top of each iteration."""
+    fx_by_name = {n.name: n for n in traced.gm.graph.nodes}
+    param_fx = {p.qualname: p.fx_name for p in traced.placeholders if p.role == "param"}
+    peak = carry = 0
+    for param in (p for p in traced.trainable if p in grad_nodes):
+        pval = fx_by_name[param_fx[param]].meta.get("val")
+        s = settings.get(param, _KIND_SETTINGS[optimizer])
+        size = int(pval.numel()) * pval.element_size()
+        peak = max(peak, carry + update_counts(s, int(pval.numel()), pval.element_size())["workspace_bytes"])
+        carry = size if s["algorithm"] == "adam" else 0
+    return peak
 
 
 def _with_update_nodes(traced: Traced, nodes: list[GraphNode], edges: list[tuple[int, int]],

@@ -303,6 +303,9 @@ def cmd_solve(args) -> int:
         raise ValueError(f"{e}{_what_would_fit(args, problem)}") from None
     if progress is not None:
         print("\r" + " " * 100 + "\r", end="", file=sys.stderr, flush=True)
+    step_note = _optimizer_step_note(problem)
+    if step_note:
+        print(f"poet: note: {step_note}", file=sys.stderr)
     if result.schedule is not None:
         _record_spec(problem, result.schedule)
         if args.out:
@@ -325,6 +328,18 @@ def cmd_solve(args) -> int:
         if args.out and result.schedule is not None:
             print(f"wrote {args.out}")
     return 0 if result.schedule is not None else 1
+
+
+def _optimizer_step_note(problem) -> str:
+    """A line when the buffered opt.step() after the step would not fit the RAM budget (it runs
+    outside the schedule, beside the static bytes), else ""."""
+    step = problem.extra.get("optimizer_step_workspace_bytes")
+    budget = problem.ram_budget_bytes
+    if not isinstance(step, int) or budget is None or problem.static_bytes + step <= budget:
+        return ""
+    return (f"the opt.step() after this step needs {problem.static_bytes + step:,} B (static "
+            f"{problem.static_bytes:,} B plus its temporaries, {step:,} B), over the RAM budget "
+            f"of {budget:,} B; --update fused applies the optimizer inside the schedule")
 
 
 # ---- poet verify -------------------------------------------------------------------------------

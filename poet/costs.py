@@ -322,7 +322,9 @@ def graph_to_problem(graph, price: Price | None = None, *, name: str | None = No
     schedule's rules and memory. Each node's `extra` keeps flops, extra_flops, bytes_read,
     bytes_written, module_path and aten_nodes (`reprice` reads them back). The problem is named
     `name` or `graph.name`; its `extra` is a copy of `extra` plus the weights record (`weights`,
-    `frozen_param_bytes`, `weights_flash_bytes`). `weights="flash"` takes the frozen parameters
+    `frozen_param_bytes`, `weights_flash_bytes`) and, for a buffered update, the temporaries of
+    the ``opt.step()`` that follows the step (`optimizer_step_workspace_bytes`: it runs beside the
+    static bytes once the activations are freed, outside the schedule). `weights="flash"` takes the frozen parameters
     out of `static_bytes` and gives each node's counts the frozen bytes it reads
     (`NodeCounts.weight_bytes_read`); a node that reads frozen parameters records those bytes
     in its extra (`frozen_bytes_read`) either way.
@@ -343,6 +345,9 @@ def graph_to_problem(graph, price: Price | None = None, *, name: str | None = No
     extra = dict(extra) if extra is not None else {}
     if frozen or in_flash:
         extra.update(_weights_extra(weights, frozen))
+    step = (getattr(graph, "extra", None) or {}).get("optimizer_step_workspace_bytes")
+    if step:
+        extra["optimizer_step_workspace_bytes"] = _whole("optimizer_step_workspace_bytes", step)
     return _problem(nodes, graph.edges, static - frozen if in_flash else static,
                     name if name is not None else graph_name, extra)
 

@@ -62,10 +62,12 @@ class FitRow:
     ``trained_params`` .. ``constants`` are the graph's static split; ``frozen_in_flash`` is the
     part of ``frozen_params`` kept in the program flash (all of it with ``weights="flash"``);
     ``static_ram_bytes`` what stays in RAM. ``min_ram_bytes`` and ``store_all_peak_bytes`` are
-    peaks with the weights placed as the row says. ``fits`` and ``reason`` (None when it fits:
+    peaks with the weights placed as the row says, of the step and, with a buffered update, of
+    the ``opt.step()`` after it (static bytes plus its temporaries, ``optimizer_step_bytes``:
+    Adam's square root and quotient of the largest parameter). ``fits`` and ``reason`` (None when it fits:
     "RAM: needs X more", "flash: weights Y over", or why no schedule was found). Where the row
     was solved: ``energy_j``, ``time_s``, ``peak_ram_bytes`` of the POET schedule at the usable
-    RAM, ``gap`` (relative to total energy), ``status``, and ``steps`` on the battery.
+    RAM (or of the ``opt.step()`` after it, if higher), ``gap`` (relative to total energy), ``status``, and ``steps`` on the battery.
     ``graph``, ``problem``, ``result`` and ``model`` are kept for Python callers (not in JSON).
     """
 
@@ -101,6 +103,7 @@ class FitRow:
     status: str | None = None
     steps: float | None = None
     inplace: bool = False
+    optimizer_step_bytes: int = 0
     graph: Any = field(default=None, repr=False, compare=False)
     problem: Any = field(default=None, repr=False, compare=False)
     result: Any = field(default=None, repr=False, compare=False)
@@ -310,7 +313,11 @@ def _row(t: _Traced, profile: Profile, weights: str, step: _Step, optimizer: str
     in_flash = frozen if weights == "flash" else 0
     usable = profile.usable_ram_bytes
     free = profile.weights_capacity_bytes
-    min_ram, store_all = t.min_ram - in_flash, t.store_all - in_flash
+    # a buffered update's opt.step() runs after the step, beside the static bytes
+    step_ws = int(t.graph.extra.get("optimizer_step_workspace_bytes", 0) or 0)
+    static_ram = int(t.graph.static_bytes) - in_flash
+    min_ram = max(t.min_ram - in_flash, static_ram + step_ws)
+    store_all = max(t.store_all - in_flash, static_ram + step_ws)
     ram_short = max(0, min_ram - usable)
     flash_over = max(0, in_flash - free) if in_flash else 0
     reasons = []
@@ -326,10 +333,10 @@ def _row(t: _Traced, profile: Profile, weights: str, step: _Step, optimizer: str
         grads=int(sb.get("grads", 0)), optimizer_state=int(sb.get("optimizer_state", 0)),
         buffers=int(sb.get("buffers", 0)), batch=int(sb.get("inputs", 0)),
         constants=int(sb.get("constants", 0)), frozen_params=frozen, frozen_in_flash=in_flash,
-        static_ram_bytes=int(t.graph.static_bytes) - in_flash, min_ram_bytes=min_ram,
+        static_ram_bytes=static_ram, min_ram_bytes=min_ram,
         store_all_peak_bytes=store_all, usable_ram_bytes=usable, weights_flash_free_bytes=free,
         fits=not reasons, reason="; ".join(reasons) or None, ram_short_bytes=ram_short,
-        flash_over_bytes=flash_over, inplace=t.inplace, graph=t.graph, model=t.model)
+        flash_over_bytes=flash_over, inplace=t.inplace, optimizer_step_bytes=step_ws, graph=t.graph, model=t.model)
 
 
 def _solve_problem(problem: solver.Problem, time_limit_s: float, gap: float):
@@ -351,7 +358,8 @@ def _record(row: FitRow, result, time_limit_s: float, battery_j: float | None) -
         return
     row.energy_j = float(result.report.energy_j)
     row.time_s = float(result.report.time_s)
-    row.peak_ram_bytes = int(result.report.peak_ram_bytes)
+    row.peak_ram_bytes = max(int(result.report.peak_ram_bytes),
+                             row.static_ram_bytes + row.optimizer_step_bytes)
     row.gap = result.gap
     if battery_j is not None and row.energy_j > 0:
         row.steps = battery_j / row.energy_j

@@ -227,6 +227,19 @@ def test_fit_table_and_json(capsys):
     assert "--battery" in capsys.readouterr().err
 
 
+def test_solve_notes_a_buffered_opt_step_over_the_budget(capsys):
+    """sensor_cnn1d, train=all, Adam, buffered, at 260,000 B: a schedule fits, but the opt.step()
+    after it needs static + 82,048 B of temporaries: said on stderr; not said with fused."""
+    base = ["solve", "sensor_cnn1d", "--device", "nrf52840", "--optimizer", "adam", "--ram", "260000",
+            "--time-limit", "5"]
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "poet: note: the opt.step() after this step needs 303,020 B" in err and "82,048 B" in err
+    fused = base[:-4] + ["--ram", "300000", "--time-limit", "5", "--update", "fused"]
+    assert main(fused) == 0
+    assert "opt.step()" not in capsys.readouterr().err
+
+
 def test_fit_inplace_flag(capsys):
     args = ["fit", "sensor_cnn1d", "--device", "mkr1000", "--train", "all", "--update", "fused",
             "--no-solve", "--json"]

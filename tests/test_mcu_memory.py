@@ -351,3 +351,50 @@ def test_benchmark_replays_sensor_rows_bitwise():
             assert r["recomputes"] + r["page_ins"] > 0  # the minimum is below store-all
     # each row trains copies: the step's model is left as built
     assert all(torch.equal(a, b) for a, b in zip(step.model.parameters(), built))
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.Adam(ps, foreach=False),
+    lambda ps: torch.optim.Adam(ps, weight_decay=1e-2, foreach=False),
+    lambda ps: torch.optim.AdamW(ps, amsgrad=True, foreach=False),
+    lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=1e-4, foreach=False),
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, foreach=False),
+], ids=["adam", "adam_wd", "adamw_amsgrad", "sgd_wd", "sgd_nesterov_wd"])
+def test_buffered_opt_step_temporaries_equal_what_torch_allocates(make):
+    """With update="buffered", the opt.step() after the step allocates temporaries beside the
+    static bytes (Adam: the square root and the quotient, while the previous parameter's denom
+    lives). The graph's figure equals the storages torch allocates in a steady-state step, and
+    poet.fit's minimum RAM includes it."""
+    from poet.fit import fit
+    from poet.updates import _Allocations
+
+    zm = poet.zoo.get("sensor_cnn1d")
+    model = copy.deepcopy(zm.model)
+    opt = make(model.parameters())
+    g = poet.extract(model, zm.loss_fn, zm.inputs, zm.targets, optimizer=opt)
+    for _ in range(2):  # the first step creates the state (static bytes); the second is steady
+        opt.zero_grad()
+        zm.loss_fn(model(zm.inputs), zm.targets).backward()
+        mode = _Allocations()
+        with mode:
+            opt.step()
+    assert g.extra["optimizer_step_workspace_bytes"] == mode.peak(set()) > 0
+    assert make_problem(g, "nrf52840").extra["optimizer_step_workspace_bytes"] == mode.peak(set())
+    other = copy.deepcopy(zm.model)
+    fused = poet.extract(other, zm.loss_fn, zm.inputs, zm.targets, update="fused",
+                         optimizer=make(other.parameters()))
+    assert "optimizer_step_workspace_bytes" not in fused.extra  # inside the update nodes there
+
+
+def test_fit_minimum_includes_the_buffered_opt_step():
+    """sensor_cnn1d, train=all, Adam, buffered: its largest parameter is the 10,240-float conv
+    weight (64 x 32 x 5), so opt.step() needs 2 x 40,960 B of temporaries plus the 32-float BatchNorm
+    bias before it (its denom still alive) beside the static bytes, above the step's own minimum."""
+    from poet.fit import fit
+
+    model = poet.zoo.get("sensor_cnn1d").model
+    assert max(p.numel() for p in model.parameters()) == 64 * 32 * 5
+    row = fit("sensor_cnn1d", "nrf52840", optimizer="adam", trains=["all"], updates=["buffered"],
+              solve=False).rows[0]
+    assert row.optimizer_step_bytes == 2 * 40_960 + 32 * 4
+    assert row.min_ram_bytes == row.static_ram_bytes + row.optimizer_step_bytes
