@@ -114,6 +114,66 @@ def test_200_random_dags_staged_with_orders_against_unrestricted(capsys):
     assert len(differ) <= 1
 
 
+
+# seeds (T = 4 + seed % 4) with two or three candidate orders where store-all does not fit
+SEVERAL_ORDERS = (6, 26, 39)
+
+
+def _staged_optima(p):
+    """Each candidate order's staged optimum (brute force; inf where its space is empty)."""
+    out = []
+    for order in candidate_orders(p):
+        try:
+            out.append(optimal_staged(Reorder(order).apply(p)[0]).energy_j)
+        except InfeasibleError:
+            out.append(math.inf)
+    return out
+
+
+@pytest.mark.parametrize("seed", SEVERAL_ORDERS)
+def test_every_orders_bound_holds_under_cutoffs_at_the_gap(seed):
+    """The full MILPs of the orders run cut off at the best schedule less the gap: every
+    order's bound, the union's and every bound of the trajectory stay at or below the staged
+    brute force, and an optimal status is a gap the brute force confirms."""
+    p = random_problem(seed, T=4 + seed % 4)
+    optima = _staged_optima(p)
+    union = min(optima)
+    assert len(optima) >= 2 and math.isfinite(union)
+    for gap, neighbourhood in ((0.0, False), (0.02, False), (0.02, True)):
+        res = solve(p, gap=gap, neighbourhood=neighbourhood)
+        assert res.status == "optimal", (gap, neighbourhood)
+        assert res.bound_j <= union * (1 + 1e-9)
+        assert res.objective_j * (1 - gap) <= union * (1 + 1e-9)
+        assert simulate(p, res.schedule).energy_j == pytest.approx(res.objective_j, rel=1e-12)
+        assert [o["order"] for o in res.orders] == list(range(len(optima)))
+        for o in res.orders:
+            assert o["bound_j"] <= optima[o["order"]] * (1 + 1e-9), (gap, o)
+        bounds = [b for _, _, b in res.trajectory if b is not None]
+        assert bounds == sorted(bounds) and bounds[-1] <= union * (1 + 1e-9)
+        if gap == 0.0:
+            assert res.objective_j == pytest.approx(union, rel=1e-9)
+
+
+def test_an_order_within_the_gap_after_its_lp_gets_no_full_milp():
+    """An order whose LP bound is already within the gap of the best schedule gets no full
+    MILP run; one that is not gets one (without phases 1 and 2 every order runs it)."""
+    from solver.bounds import lp_bound
+    closed = opened = 0
+    for seed in SEVERAL_ORDERS:
+        p = random_problem(seed, T=4 + seed % 4)
+        for gap in (0.02, 0.3):
+            res = solve(p, gap=gap)
+            assert res.status == "optimal"
+            for o, order in zip(res.orders, candidate_orders(p)):
+                lp = lp_bound(Reorder(order).apply(p)[0])
+                if lp >= res.objective_j * (1 - gap) * (1 + 1e-9):
+                    assert o["runs"] == 0, (seed, gap, o)
+                    closed += 1
+        plain = solve(p, gap=0.0, neighbourhood=False)
+        assert all(o["runs"] >= 1 for o in plain.orders)
+        opened += len(plain.orders)
+    assert closed >= 6 and opened >= 6
+
 # ---- statuses that match the numbers -----------------------------------------------------------
 def test_a_feasible_result_within_the_requested_gap_is_optimal():
     p = random_problem(FORK, T=7)
