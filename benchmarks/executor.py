@@ -1,7 +1,11 @@
-"""Executor speed and schedule overheads on ResNet-18 (32x32 inputs).
+"""Executor speed and schedule overheads on a zoo model (ResNet-18 by default, 32x32 inputs).
 
-    .venv/bin/python benchmarks/executor.py [--batch 1] [--repeats 10] [--threads N]
-                                            [--device rpi4] [--budget 0.25] [--json] [--check]
+    .venv/bin/python benchmarks/executor.py [--model resnet18] [--batch 1] [--repeats 10] [--threads N]
+                                            [--device rpi4] [--budget 0.25] [--time-limit 60]
+                                            [--json] [--check]
+
+``--model`` takes a zoo name: ``resnet18`` (few large ops) and ``mobilenetv2`` (many small
+depthwise ops, where the executor's per-op Python work shows most) are the two to compare.
 
 1. Time per training step (median of --repeats steps, after two warm-up steps, eager and
    executor steps interleaved so load drift hits both alike) of eager ``loss.backward()`` and

@@ -54,7 +54,7 @@ Bytes are counted by unique storage, ``untyped_storage().nbytes()``, with no all
 (parameters, gradient buffers, optimizer state, buffers, the batch: the executor does not
 measure those) + the storages of every resident node's tensors. During ``compute i`` it is that
 plus i's output storages plus the temporaries of i alive at the worst moment inside the node:
-the executor evaluates the node's fx nodes one by one, drops every intermediate value right
+the executor (:mod:`poet.measure`) evaluates the node's fx nodes one by one, drops every intermediate value right
 after its last use inside the node (and the unused results of a multi-output op right after
 that op), and sums the storages alive after each op that are neither static, nor another
 node's resident tensor, nor one of i's outputs. This is the simulator's rule (output counted
@@ -78,15 +78,16 @@ from typing import Any
 import torch
 
 from solver import Problem, Schedule
-from solver.simulate import Machine, check_fingerprint
 
 from .errors import ReplayError
-from .flash import FlashFolder, WeightsFile
-from .graph import GraphNode, TrainingGraph, evaluate
+from .flash import FlashFolder, WeightsFile, frozen_weights
+from .graph import GraphNode, TrainingGraph
+from .measure import evaluate_counted, node_workspace, op_kinds
 from .node_plans import NodePlan, graph_plans
-from .resolve import check_batch, check_model, for_problem, problem_weights, resolve_problem
-from .storage import LiveStorages, digest, storage_bytes, tensors_of
-from .updates import _Allocations, _check_updates, _optimizer_groups
+from .resolve import (check_batch, check_eager_order, check_model, first_computes, for_problem, members,
+                      problem_weights, resolve_problem)
+from .storage import digest, storage_bytes
+from .updates import _check_updates, _optimizer_groups, apply_update
 
 __all__ = ["execute", "prepare", "run_prepared", "Prepared", "ExecutionResult"]
 
@@ -191,6 +192,7 @@ class Prepared:
     weights: str = "ram"
     weights_file: WeightsFile | None = field(default=None, repr=False)
     update_peaks: dict = field(default_factory=dict, repr=False)  # measured optimizer temporaries
+    op_kinds: list = field(default_factory=list, repr=False)  # per node, per op: how it is counted
 
 
 def prepare(graph: TrainingGraph, schedule: Schedule, problem: Problem | None = None,
@@ -204,30 +206,13 @@ def prepare(graph: TrainingGraph, schedule: Schedule, problem: Problem | None = 
         raise TypeError(f"schedule must be a solver.Schedule (poet.Schedule.load(path)), got "
                         f"{type(schedule).__name__}")
     problem, checked = resolve_problem(graph, schedule, problem, device)
-    first, recomputed = _first_computes(problem, for_problem(schedule, problem))  # raises ScheduleError
-    _check_eager_order(graph, first, recomputed)
+    first, recomputed = first_computes(problem, for_problem(schedule, problem))  # raises ScheduleError
+    check_eager_order(graph, first)
     _check_updates(graph, schedule)
     pages = any(op == "page_out" for op, _ in schedule.instructions)
-    return Prepared(graph, schedule, problem, checked, graph_plans(graph), recomputed, pages,
-                    problem_weights(problem))
-
-
-def _frozen_weights(prepared: Prepared, model: torch.nn.Module,
-                    flash_dir: str | os.PathLike | None) -> dict[str, torch.Tensor]:
-    """fx name -> memory-mapped tensor of each frozen parameter (weights in flash), written to the
-    weights file once and again only when the model's frozen parameters changed."""
-    graph = prepared.graph
-    params = dict(model.named_parameters())
-    frozen = {ph.fx_name: params[ph.qualname].detach() for ph in graph.placeholders
-              if ph.role == "param" and not ph.trainable}
-    if not frozen:
-        return {}
-    wf = prepared.weights_file
-    if wf is None or not wf.matches(frozen):
-        if wf is not None:
-            wf.close()
-        wf = prepared.weights_file = WeightsFile(frozen, flash_dir)
-    return wf.tensors
+    plans = graph_plans(graph)
+    return Prepared(graph, schedule, problem, checked, plans, recomputed, pages, problem_weights(problem),
+                    op_kinds=[op_kinds(plan) for plan in plans])
 
 
 def run_prepared(prepared: Prepared, model: torch.nn.Module, inputs: Any, targets: Any, *,
@@ -236,15 +221,20 @@ def run_prepared(prepared: Prepared, model: torch.nn.Module, inputs: Any, target
     """Run a schedule checked by :func:`prepare` (the arguments are those of :func:`execute`)."""
     graph = prepared.graph
     check_batch(graph, inputs, targets)
-    check_model(graph, model)
-    groups = _optimizer_groups(graph, model, optimizer)
-    mapped = _frozen_weights(prepared, model, flash_dir) if prepared.weights == "flash" else {}
+    params, buffers = members(model)
+    check_model(graph, model, params, buffers)
+    groups = _optimizer_groups(graph, model, optimizer, params)
+    mapped = {}
+    if prepared.weights == "flash":  # (re)written only when the frozen parameters changed
+        prepared.weights_file, mapped = frozen_weights(prepared.weights_file, graph, params, flash_dir)
+    if len(prepared.op_kinds) != len(prepared.plans):  # a Prepared made by hand
+        prepared.op_kinds = [op_kinds(plan) for plan in prepared.plans]
     flash = FlashFolder(flash_dir) if (prepared.pages or flash_dir is not None) else None
     try:
         with torch.no_grad():  # the bookkeeping builds no autograd graph; evaluate() sets each op's mode
-            ex = _Executor(graph, prepared.plans, prepared.problem, model, inputs, targets, flash,
-                           prepared.recomputed, into_model, check_values, optimizer, groups, mapped)
-            ex.update_peaks = prepared.update_peaks
+            static = graph.static_values(model, inputs, targets, params=params, buffers=buffers)
+            static.update(mapped)  # frozen weights read in place from the weights file
+            ex = _Executor(prepared, static, params, flash, into_model, check_values, optimizer, groups)
             result = ex.run(prepared.schedule)
             result.weights_file_bytes = prepared.weights_file.nbytes if mapped else 0
             return result
@@ -253,69 +243,35 @@ def run_prepared(prepared: Prepared, model: torch.nn.Module, inputs: Any, target
             flash.close()
 
 
-def _first_computes(problem: Problem, schedule: Schedule) -> tuple[dict[int, int], set[int]]:
-    """Walk ``schedule`` on the simulator's :class:`solver.Machine` (budgets not enforced).
-
-    Returns the instruction index of each node's first compute and the nodes computed more
-    than once. Raises ScheduleError, as :func:`solver.simulate` does, for a schedule made for
-    another problem, a broken rule or an incomplete step.
-    """
-    check_fingerprint(problem, schedule)
-    machine = Machine(problem, check_budgets=False)
-    first: dict[int, int] = {}
-    for k, (op, i) in enumerate(schedule.instructions):
-        machine.apply(op, i)
-        if op == "compute" and machine.computed[i] == 1:
-            first[i] = k
-    machine.finish()
-    return first, {i for i, c in enumerate(machine.computed) if c > 1}
-
-
-def _check_eager_order(graph: TrainingGraph, first: dict[int, int], recomputed: set[int]) -> None:
-    """Random nodes, and nodes touching the same mutated buffer, must first run in id order."""
-    groups: dict[str, list[int]] = {"random numbers": [n.id for n in graph.nodes if n.random]}
-    mutable = {m for n in graph.nodes for m in n.mutates}
-    for n in graph.nodes:
-        for s in set(n.static_inputs) | set(n.mutates):
-            if s in mutable:
-                groups.setdefault(f"buffer {s}", []).append(n.id)
-    for what, ids in groups.items():
-        ids = sorted(set(ids))
-        order = sorted(ids, key=first.__getitem__)
-        if order != ids:
-            early = next(x for x, y in zip(order, ids) if x != y)
-            raise ReplayError(
-                f"the schedule first computes the nodes that use {what} in the order "
-                f"{[graph.nodes[i].name for i in order]}, not in eager (id) order: node "
-                f"{graph.nodes[early].name!r} comes too early. The executor reproduces eager results "
-                f"only when these nodes are first computed in id order")
-
-
 class _Executor:
     """State of one executed step (see :func:`execute`)."""
 
-    def __init__(self, graph, plans, problem, model, inputs, targets, flash, recomputed, into_model,
-                 check_values, optimizer=None, groups=None, mapped=None):
-        self.graph = graph
-        self.plans = plans
-        self.problem = problem
-        self.model = model
-        self.flash: FlashFolder | None = flash
-        self.recomputed = recomputed
+    def __init__(self, prepared: Prepared, static: dict[str, Any], params: dict[str, torch.Tensor],
+                 flash: FlashFolder | None, into_model: bool, check_values: bool, optimizer: Any,
+                 groups: dict[str, dict]):
+        self.graph = prepared.graph
+        self.plans = prepared.plans
+        self.op_kinds = prepared.op_kinds
+        self.problem = prepared.problem
+        self.flash = flash
+        self.recomputed = prepared.recomputed
         self.into_model = into_model
         self.check_values = check_values
-        self.static = graph.static_values(model, inputs, targets)
-        self.static.update(mapped or {})  # frozen weights read in place from the weights file
+        self.static = static
         self.optimizer = optimizer
-        self.groups = groups or {}
+        self.groups = groups
         self.n_updates = 0
-        self.update_peaks: dict = {}
-        self.static_keys = {t.untyped_storage().data_ptr() for t in self.static.values()
+        self.update_peaks: dict = prepared.update_peaks
+        self.update_settings: dict = {}  # param group id -> its settings, read once per step
+        self.static_keys = {t.untyped_storage().data_ptr() for t in static.values()
                             if isinstance(t, torch.Tensor)}
-        self.params = dict(model.named_parameters())
-        self.available: dict[str, torch.Tensor] = {}      # output name -> tensor, resident nodes
+        self.params = params
+        self.values: dict[str, Any] = dict(static)  # fx name -> static value or resident node's tensor
         self.resident: dict[int, dict[str, torch.Tensor]] = {}
-        self.resident_live = LiveStorages(self.static_keys)      # unique storages of resident tensors
+        # unique storages of the resident tensors (static ones left out): key -> holders, bytes
+        self.res_count: dict[int, int] = {}
+        self.res_size: dict[int, int] = {}
+        self.res_bytes = 0
         self.resident_keys: dict[int, list[int]] = {}
         self.computed: set[int] = set()
         self.rng_states: dict[int, torch.Tensor] = {}
@@ -325,7 +281,7 @@ class _Executor:
         self.loss: torch.Tensor | None = None
         self.node_out: dict[int, int] = {}
         self.node_ws: dict[int, int] = {}
-        self.instant_peak = problem.static_bytes
+        self.instant_peak = self.problem.static_bytes
         self.compute_s = 0.0
         self.paging_s = 0.0
         self.not_released = 0
@@ -335,34 +291,36 @@ class _Executor:
     def run(self, schedule: Schedule) -> ExecutionResult:
         start = time.perf_counter()
         static = self.problem.static_bytes
+        flash = self.flash
+        clock = time.perf_counter
         ram_trace: list[int] = []
         flash_trace: list[int] = []
         written = read = n_out = n_in = n_compute = 0
         for k, (op, i) in enumerate(schedule.instructions):
             if op == "compute":
-                t0 = time.perf_counter()
-                held = static + self.resident_live.total  # operands and everything else resident
-                during = held + self._compute(k, i)       # + output + peak temporaries
-                self.compute_s += time.perf_counter() - t0
+                t0 = clock()
+                held = static + self.res_bytes           # operands and everything else resident
+                during = held + self._compute(k, i)      # + output + peak temporaries
+                self.compute_s += clock() - t0
                 n_compute += 1
             elif op == "free":
-                during = static + self.resident_live.total
+                during = static + self.res_bytes
                 self._free(i)
             elif op == "page_out":
-                t0 = time.perf_counter()
-                written += self.flash.write(i, self.resident[i])
-                self.paging_s += time.perf_counter() - t0
+                t0 = clock()
+                written += flash.write(i, self.resident[i])
+                self.paging_s += clock() - t0
                 n_out += 1
-                during = static + self.resident_live.total
+                during = static + self.res_bytes
             elif op == "page_in":
                 read += self._page_in(k, i)
                 n_in += 1
-                during = static + self.resident_live.total
+                during = static + self.res_bytes
             else:  # drop_flash
-                self.flash.drop(i)
-                during = static + self.resident_live.total
+                flash.drop(i)
+                during = static + self.res_bytes
             ram_trace.append(during)
-            flash_trace.append(self.flash.bytes_on_flash if self.flash is not None else 0)
+            flash_trace.append(flash.bytes_on_flash if flash is not None else 0)
         # the step is over: whatever is still resident goes (like eager's graph teardown)
         for i in list(self.resident):
             self._free(i)
@@ -376,7 +334,7 @@ class _Executor:
             peak_ram_bytes=peak, peak_index=peak_index, instant_peak_ram_bytes=self.instant_peak,
             flash_trace=flash_trace, peak_flash_bytes=max(flash_trace, default=0),
             flash_bytes_written=written, flash_bytes_read=read,
-            flash_meta_bytes=self.flash.meta_bytes if self.flash is not None else 0,
+            flash_meta_bytes=flash.meta_bytes if flash is not None else 0,
             node_out_bytes=self.node_out, node_workspace_bytes=self.node_ws, n_compute=n_compute,
             n_recompute=n_compute - len(self.computed), n_page_out=n_out, n_page_in=n_in,
             frees_not_released=self.not_released, scratch_bytes=scratch,
@@ -384,19 +342,43 @@ class _Executor:
             paging_seconds=self.paging_s, value_mismatches=self.mismatches, n_updates=self.n_updates)
 
     # ---- residency
-    def _make_resident(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
+    def _make_resident(self, i: int, tensors: dict[str, torch.Tensor],
+                       storages: list[tuple[int, int]] | None = None) -> None:
+        """Node i's tensors become resident; ``storages``: (key, bytes) of each one's storage."""
         self.resident[i] = tensors
-        self.available.update(tensors)
-        self.resident_keys[i] = self.resident_live.add(list(tensors.values()))
+        self.values.update(tensors)
+        if storages is None:
+            storages = [(st.data_ptr(), st.nbytes()) for st in (t.untyped_storage() for t in tensors.values())]
+        count, size, static_keys = self.res_count, self.res_size, self.static_keys
+        keys = []
+        for key, nbytes in storages:
+            if nbytes and key not in static_keys:
+                c = count.get(key, 0)
+                if c == 0:
+                    size[key] = nbytes
+                    self.res_bytes += nbytes
+                count[key] = c + 1
+                keys.append(key)
+        self.resident_keys[i] = keys
 
     def _free(self, i: int) -> None:
         tensors = self.resident.pop(i)
+        values = self.values
         for name in tensors:
-            self.available.pop(name, None)
-        self.resident_live.remove(self.resident_keys.pop(i))
+            values.pop(name, None)
+        count, size = self.res_count, self.res_size
+        for key in self.resident_keys.pop(i):
+            c = count[key] - 1
+            if c:
+                count[key] = c
+            else:
+                del count[key]
+                self.res_bytes -= size.pop(key)
         refs = [weakref.ref(t) for t in tensors.values()]
         del tensors
-        self.not_released += sum(1 for r in refs if r() is not None)
+        for r in refs:
+            if r() is not None:
+                self.not_released += 1
 
     def _page_in(self, k: int, i: int) -> int:
         t0 = time.perf_counter()
@@ -426,10 +408,11 @@ class _Executor:
                 saved_rng = torch.get_rng_state()
                 torch.set_rng_state(self.rng_states[i])
             overrides = {s: t.clone() for s, t in self.snapshots.get(i, {}).items()}
-        excluded = self.static_keys | set(self.resident_live.count) | \
-            {t.untyped_storage().data_ptr() for t in overrides.values()}
+        # storages not counted as the node's: static ones and other nodes' resident ones (looked
+        # up where they are kept), and these (scratch copies, gradient buffers the node writes)
+        excluded = {t.untyped_storage().data_ptr() for t in overrides.values()} if overrides else set()
         try:
-            env, totals, live = self._evaluate(plan, overrides, excluded)
+            env, totals, born = self._evaluate(plan, self.op_kinds[i], overrides, excluded)
         finally:
             if saved_rng is not None:
                 torch.set_rng_state(saved_rng)
@@ -438,33 +421,33 @@ class _Executor:
         outputs = {name: env[name] for name in node.outputs}
         # outputs are counted from the start of the compute (the simulator's rule); temporaries
         # are whatever else was alive after each op
+        static_keys, resident = self.static_keys, self.res_count
+        storages = []
         out_keys = {}
         for t in outputs.values():
             st = t.untyped_storage()
-            if st.nbytes() and st.data_ptr() not in excluded:
-                out_keys[st.data_ptr()] = st.nbytes()
+            key, nbytes = st.data_ptr(), st.nbytes()
+            storages.append((key, nbytes))
+            if nbytes and key not in static_keys and key not in resident and key not in excluded:
+                out_keys[key] = nbytes
         out_bytes = sum(out_keys.values())
-        births = sorted((live.born.get(key, 0), size) for key, size in out_keys.items())
-        workspace = 0
-        born_bytes, b = 0, 0
-        for s, total in enumerate(totals):
-            while b < len(births) and births[b][0] <= s:
-                born_bytes += births[b][1]
-                b += 1
-            workspace = max(workspace, total - born_bytes)
-            self.instant_peak = max(self.instant_peak, self.problem.static_bytes + self.resident_live.total + total)
+        workspace = node_workspace(out_keys, totals, born)
+        if totals:
+            self.instant_peak = max(self.instant_peak, self.problem.static_bytes + self.res_bytes + max(totals))
         self.node_out.setdefault(i, out_bytes)
-        self.node_ws[i] = max(self.node_ws.get(i, 0), workspace)
+        if workspace > self.node_ws.get(i, -1):
+            self.node_ws[i] = workspace
         if first:
             self.computed.add(i)
-            self._capture(node, env)
+            if node.grads or (self.loss is None and self.graph.loss_value in env):
+                self._capture(node, env)
             if self.check_values:
                 self.digests[i] = self._digest(i, outputs)
         elif self.check_values and self._digest(i, outputs) != self.digests.get(i):
             self.mismatches.append(f"instruction {k} (compute {i}, node {node.name!r}): recompute "
                                    f"differs from the first compute")
-        del env, live
-        self._make_resident(i, outputs)
+        del env
+        self._make_resident(i, outputs, storages)
         return out_bytes + workspace
 
     def _digest(self, i: int, tensors: dict[str, torch.Tensor]) -> str:
@@ -472,98 +455,35 @@ class _Executor:
         opaque = self.plans[i].opaque
         return digest({k: v for k, v in tensors.items() if k not in opaque} if opaque else tensors)
 
-    def _evaluate(self, plan: NodePlan, overrides: dict[str, torch.Tensor], excluded: set[int]):
-        """Evaluate the node's ops (:func:`poet.graph.evaluate`), dropping each value right after
-        its last use; return the values, the bytes alive after each op and the storages counted."""
-        available, static, node = self.available, self.static, plan.node
+    def _evaluate(self, plan: NodePlan, kinds: tuple[int, ...], overrides: dict[str, torch.Tensor],
+                  excluded: set[int]):
+        """Evaluate the node's ops, measuring them (:func:`poet.measure.evaluate_counted`)."""
+        values, node = self.values, plan.node
 
         def fetch(name: str) -> Any:
-            v = overrides.get(name, _MISSING)
+            v = overrides.get(name, _MISSING) if overrides else _MISSING
             if v is _MISSING:
-                v = available.get(name, _MISSING)
+                v = values.get(name, _MISSING)
                 if v is _MISSING:
-                    v = static.get(name, _MISSING)
-                    if v is _MISSING:
-                        raise ReplayError(f"node {node.name!r} (id {node.id}) needs fx value {name!r}, "
-                                          f"which is neither resident nor static")
+                    raise ReplayError(f"node {node.name!r} (id {node.id}) needs fx value {name!r}, "
+                                      f"which is neither resident nor static")
             return v
 
-        live = LiveStorages(excluded)
-        keys: dict[str, list[int]] = {}
-        totals: list[int] = []
-        ops, drops, releases = plan.ops, plan.drop_elems, plan.release
-
-        grad_buffers, grad_elems = plan.grad_buffers, plan.grad_elems
-
-        def account(k: int, env: dict[str, Any]) -> None:
-            name, drop = ops[k].name, drops[k]
-            if grad_elems and name in grad_elems:  # results written into static gradient buffers
-                value = env[name]
-                for j in grad_elems[name]:
-                    for t in tensors_of(value[j]):
-                        excluded.add(t.untyped_storage().data_ptr())
-            if name in grad_buffers:  # written into the static gradient buffer: not counted again
-                for t in tensors_of(env[name]):
-                    excluded.add(t.untyped_storage().data_ptr())
-            if drop:  # results nobody reads: counted during the op, dropped right after
-                value = env[name]
-                dropped = live.add([value[j] for j in drop], k)
-                env[name] = value = tuple(None if j in drop else v for j, v in enumerate(value))
-                keys[name] = live.add(value, k)
-                totals.append(live.total)
-                live.remove(dropped)
-                del value
-            else:
-                keys[name] = live.add(env[name], k)
-                totals.append(live.total)
-            for r in releases[k]:
-                del env[r]
-                live.remove(keys.pop(r))
-
-        env = evaluate(ops, fetch, account)
-        return env, totals, live
+        return evaluate_counted(plan, kinds, fetch, self.static_keys, self.res_count, excluded)
 
     def _update(self, plan: NodePlan, env: dict[str, Any]) -> int:
         """Apply the optimizer to the update node's parameter; return its temporaries' peak bytes."""
-        name = plan.update_of
         value_name = plan.node.extra["grad_value"]
-        g = env[value_name] if value_name in env else self.available[value_name]
-        param = self.params[name]
-        opt = self.optimizer
-        groups = opt.param_groups
-        saved = param.grad
-        param.grad = g
-        group = self.groups[name]
-        opt.param_groups = [{**group, "params": [param]}]
-        # the temporaries depend only on the settings and on whether the state exists yet: measured
-        # once per such configuration (always with check_values), then reused
-        key = (plan.node.id, tuple(sorted(opt.state.get(param, {}))),
-               *(repr(group.get(k)) for k in ("weight_decay", "momentum", "nesterov", "maximize",
-                                              "amsgrad", "decoupled_weight_decay", "dampening")))
-        known = None if self.check_values else self.update_peaks.get(key)
-        tracker = _Allocations() if known is None else None
-        try:
-            if tracker is not None:
-                with tracker:
-                    opt.step()
-            else:
-                opt.step()
-        finally:
-            opt.param_groups = groups
-            param.grad = saved
-        del g
+        g = env[value_name] if value_name in env else self.values[value_name]
+        name = plan.update_of
         self.n_updates += 1
-        if tracker is None:
-            return known
-        state = {t.untyped_storage().data_ptr() for t in opt.state.get(param, {}).values()
-                 if isinstance(t, torch.Tensor)}
-        self.update_peaks[key] = peak = tracker.peak(state)
-        return peak
+        return apply_update(self.optimizer, self.params[name], self.groups[name], g, plan.node.id,
+                            self.update_peaks, self.update_settings, self.check_values)
 
     def _capture(self, node: GraphNode, env: dict[str, Any]) -> None:
         """Copy out the gradients (and the loss) a node produces, at its first compute."""
         for qualname, value_name in node.grads.items():
-            value = env[value_name] if value_name in env else self.available[value_name]
+            value = env[value_name] if value_name in env else self.values[value_name]
             param = self.params[qualname]
             if self.into_model and param.grad is not None:
                 param.grad += value  # what backward() does with an existing .grad
@@ -588,5 +508,3 @@ def _same_layout(value: torch.Tensor, param: torch.Tensor) -> bool:
     return (value.dtype == param.dtype and value.shape == param.shape and value.stride() == param.stride()
             and value.storage_offset() == 0
             and value.untyped_storage().nbytes() == value.numel() * value.element_size())
-
-

@@ -30,7 +30,7 @@ import torch
 
 from .errors import ReplayError
 
-__all__ = ["FlashFolder", "FLASH_FORMAT", "WeightsFile"]
+__all__ = ["FlashFolder", "FLASH_FORMAT", "WeightsFile", "frozen_weights"]
 
 FLASH_FORMAT = "poet-flash/1"
 
@@ -232,3 +232,19 @@ class WeightsFile:
         """Drop the mapping and remove the folder (idempotent)."""
         self.tensors = {}
         self._cleanup()
+
+
+def frozen_weights(current: WeightsFile | None, graph: Any, params: Mapping[str, torch.Tensor],
+                   flash_dir: str | os.PathLike | None) -> tuple[WeightsFile | None, dict[str, torch.Tensor]]:
+    """The weights file of ``graph``'s frozen parameters (``params``: qualname -> parameter) and
+    its memory-mapped tensors by fx name: ``current`` itself while it still holds their bytes,
+    else a new file (``current`` is closed). No frozen parameter: ``current`` and ``{}``."""
+    frozen = {ph.fx_name: params[ph.qualname].detach() for ph in graph.placeholders
+              if ph.role == "param" and not ph.trainable}
+    if not frozen:
+        return current, {}
+    if current is None or not current.matches(frozen):
+        if current is not None:
+            current.close()
+        current = WeightsFile(frozen, flash_dir)
+    return current, current.tensors

@@ -267,18 +267,21 @@ class TrainingGraph:
         }
 
     # ------------------------------------------------------------------ replay helpers
-    def static_values(self, model: torch.nn.Module, inputs: Any, targets: Any) -> dict[str, torch.Tensor]:
+    def static_values(self, model: torch.nn.Module, inputs: Any, targets: Any, *,
+                      params: Mapping[str, torch.Tensor] | None = None,
+                      buffers: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Real tensors for every placeholder, keyed by fx name.
 
         Parameters come detached (same storage, no autograd); buffers are the model's
         own buffer tensors (so ``mutates`` writes land in the model, as in eager
         training); inputs/targets are the leaves of ``inputs``/``targets`` flattened as
-        in :func:`poet.extract`; constants come from ``fx_graph``.
+        in :func:`poet.extract`; constants come from ``fx_graph``. ``params``/``buffers``:
+        ``dict(model.named_parameters())`` / ``named_buffers()`` if the caller has them.
         """
         import torch.utils._pytree as pytree
 
-        params = dict(model.named_parameters())
-        buffers = dict(model.named_buffers())
+        params = dict(model.named_parameters()) if params is None else params
+        buffers = dict(model.named_buffers()) if buffers is None else buffers
         in_leaves = pytree.tree_leaves(inputs)
         tgt_leaves = pytree.tree_leaves(targets)
         values: dict[str, torch.Tensor] = {}
@@ -306,7 +309,12 @@ class Op:
 
     ``args``/``kwargs`` are the fx node's own (fx nodes stand for values, looked up when the op
     runs); ``getitem`` marks ``operator.getitem`` on a multi-output result; ``grad_enabled`` is
-    the grad mode eager runs the op under (off for backward ops, contract point 4).
+    the grad mode eager runs the op under (off for backward ops, contract point 4). For a
+    ``getitem`` whose arguments are an fx node and a constant int, ``source`` names that node and
+    ``index`` is the int (so the evaluator takes the element without mapping the arguments).
+    ``refs``: when no fx node sits inside a container of ``args`` or in ``kwargs``, the
+    (position, fx name) of each argument that is an fx node (the evaluator fills those in and
+    passes the rest as they are); None otherwise (the arguments are mapped with ``map_arg``).
     """
 
     name: str
@@ -315,6 +323,9 @@ class Op:
     kwargs: dict
     getitem: bool
     grad_enabled: bool
+    source: str | None = None
+    index: int = 0
+    refs: tuple[tuple[int, str], ...] | None = None
 
 
 def node_ops(graph: TrainingGraph, node: GraphNode) -> list[Op]:
@@ -323,15 +334,38 @@ def node_ops(graph: TrainingGraph, node: GraphNode) -> list[Op]:
     Raises ValueError naming the fx node if one is not a ``call_function`` node (the extractor
     emits no other kind inside a node).
     """
+    from torch.fx import Node
+
     ops = []
     for fx_name in node.fx_nodes:
         fx = graph.fx_node(fx_name)
         if fx.op != "call_function":
             raise ValueError(f"fx node {fx_name!r} of node {node.name!r} has op {fx.op!r}; only "
                              f"call_function nodes can run inside a node")
-        ops.append(Op(fx_name, fx.target, tuple(fx.args), dict(fx.kwargs), fx.target is operator.getitem,
-                      not fx.meta.get("autograd_backward", False)))
+        getitem = fx.target is operator.getitem
+        source, index = None, 0
+        if getitem and len(fx.args) == 2 and not fx.kwargs and type(fx.args[1]) is int \
+                and isinstance(fx.args[0], Node):
+            source, index = fx.args[0].name, fx.args[1]
+        ops.append(Op(fx_name, fx.target, tuple(fx.args), dict(fx.kwargs), getitem,
+                      not fx.meta.get("autograd_backward", False), source, index, _top_refs(fx)))
     return ops
+
+
+def _top_refs(fx: torch.fx.Node) -> tuple[tuple[int, str], ...] | None:
+    """``Op.refs`` of an fx node: its top-level fx node arguments, or None if one is nested."""
+    from torch.fx import Node
+    from torch.fx.node import map_arg
+
+    nested: list = []
+    refs = []
+    for pos, a in enumerate(fx.args):
+        if isinstance(a, Node):
+            refs.append((pos, a.name))
+        else:
+            map_arg(a, nested.append)
+    map_arg(dict(fx.kwargs), nested.append)
+    return None if nested else tuple(refs)
 
 
 def evaluate(ops: Sequence[Op], fetch: Callable[[str], Any],
@@ -361,15 +395,28 @@ def evaluate(ops: Sequence[Op], fetch: Callable[[str], Any],
     mode = grad_mode
     try:
         for k, op in enumerate(ops):
-            args = map_arg(op.args, arg)
-            if op.getitem:
-                value = args[0][args[1]]
+            source = op.source
+            if source is not None:  # an element of a multi-output result
+                value = env.get(source, missing)
+                value = (fetch(source) if value is missing else value)[op.index]
             else:
-                if op.grad_enabled != mode:
-                    mode = op.grad_enabled
-                    set_grad(mode)
-                value = op.target(*args, **map_arg(op.kwargs, arg)) if op.kwargs else op.target(*args)
-            del args
+                refs = op.refs
+                if refs is None:
+                    args = map_arg(op.args, arg)
+                    kwargs = map_arg(op.kwargs, arg) if op.kwargs else None
+                else:  # fx nodes only at the top level: fill them in, pass the constants as they are
+                    args = list(op.args)
+                    for pos, name in refs:
+                        args[pos] = env[name] if name in env else fetch(name)
+                    kwargs = op.kwargs
+                if op.getitem:
+                    value = args[0][args[1]]
+                else:
+                    if op.grad_enabled != mode:
+                        mode = op.grad_enabled
+                        set_grad(mode)
+                    value = op.target(*args, **kwargs) if kwargs else op.target(*args)
+                del args, kwargs
             env[op.name] = value
             del value
             if after is not None:

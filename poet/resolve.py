@@ -5,6 +5,7 @@ schedule must satisfy (the one given, the graph priced on the schedule's device,
 graph's bare structure) and checks that it describes the traced graph and carries the
 schedule's fingerprint; :func:`check_batch` and :func:`check_model` refuse a batch or a model
 the graph was not traced for. Each raises :class:`poet.errors.ReplayError` saying what differs.
+:func:`first_computes` and :func:`check_eager_order` check the schedule's order for the executor.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import torch
 import torch.utils._pytree as pytree
 
 from solver import Problem, Schedule
+from solver.simulate import Machine, check_fingerprint
 
 from .errors import ReplayError
 from .graph import TrainingGraph
 
 __all__ = ["structural_problem", "resolve_problem", "problem_weights", "for_problem", "check_batch",
-           "check_model"]
+           "check_model", "members", "first_computes", "check_eager_order"]
 
 
 def structural_problem(graph: TrainingGraph, weights: str = "ram") -> Problem:
@@ -139,10 +141,14 @@ def check_batch(graph: TrainingGraph, inputs: Any, targets: Any) -> None:
                               f"{val.dtype} (a schedule fits one batch shape: solve again for this one)")
 
 
-def check_model(graph: TrainingGraph, model: torch.nn.Module) -> None:
-    """Raise ReplayError unless ``model`` has every traced parameter and buffer, of the traced size."""
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
+def check_model(graph: TrainingGraph, model: torch.nn.Module, params: dict[str, torch.Tensor] | None = None,
+                buffers: dict[str, torch.Tensor] | None = None) -> None:
+    """Raise ReplayError unless ``model`` has every traced parameter and buffer, of the traced size.
+
+    ``params``/``buffers``: ``dict(model.named_parameters())`` / ``named_buffers()`` when the
+    caller has them already (each is one walk of the module tree), else they are made here."""
+    params = dict(model.named_parameters()) if params is None else params
+    buffers = dict(model.named_buffers()) if buffers is None else buffers
     for ph in graph.placeholders:
         if ph.role not in ("param", "buffer"):
             continue
@@ -155,3 +161,60 @@ def check_model(graph: TrainingGraph, model: torch.nn.Module) -> None:
         if nbytes != ph.nbytes:
             raise ReplayError(f"{ph.role} {ph.qualname!r} has {nbytes} bytes, the traced one had "
                               f"{ph.nbytes}: the graph was traced from another model")
+
+
+def members(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``dict(model.named_parameters())`` and ``dict(model.named_buffers())`` (the same names and
+    tensors, a shared one named once) from one walk of the module tree instead of two."""
+    params: dict[str, torch.Tensor] = {}
+    buffers: dict[str, torch.Tensor] = {}
+    seen_p: set[int] = set()
+    seen_b: set[int] = set()
+    for prefix, module in model.named_modules():
+        dot = prefix + "." if prefix else ""
+        for table, seen, items in ((params, seen_p, module._parameters), (buffers, seen_b, module._buffers)):
+            for name, t in items.items():
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    table[dot + name] = t
+    return params, buffers
+
+
+def first_computes(problem: Problem, schedule: Schedule) -> tuple[dict[int, int], set[int]]:
+    """Walk ``schedule`` on the simulator's :class:`solver.Machine` (budgets not enforced).
+
+    Returns the instruction index of each node's first compute and the nodes computed more
+    than once. Raises ScheduleError, as :func:`solver.simulate` does, for a schedule made for
+    another problem, a broken rule or an incomplete step.
+    """
+    check_fingerprint(problem, schedule)
+    machine = Machine(problem, check_budgets=False)
+    first: dict[int, int] = {}
+    for k, (op, i) in enumerate(schedule.instructions):
+        machine.apply(op, i)
+        if op == "compute" and machine.computed[i] == 1:
+            first[i] = k
+    machine.finish()
+    return first, {i for i, c in enumerate(machine.computed) if c > 1}
+
+
+def check_eager_order(graph: TrainingGraph, first: dict[int, int]) -> None:
+    """Random nodes, and nodes touching the same mutated buffer, must first run in id order
+    (``first``: node id -> index of its first compute); raise ReplayError naming the first that
+    comes too early."""
+    groups: dict[str, list[int]] = {"random numbers": [n.id for n in graph.nodes if n.random]}
+    mutable = {m for n in graph.nodes for m in n.mutates}
+    for n in graph.nodes:
+        for s in set(n.static_inputs) | set(n.mutates):
+            if s in mutable:
+                groups.setdefault(f"buffer {s}", []).append(n.id)
+    for what, ids in groups.items():
+        ids = sorted(set(ids))
+        order = sorted(ids, key=first.__getitem__)
+        if order != ids:
+            early = next(x for x, y in zip(order, ids) if x != y)
+            raise ReplayError(
+                f"the schedule first computes the nodes that use {what} in the order "
+                f"{[graph.nodes[i].name for i in order]}, not in eager (id) order: node "
+                f"{graph.nodes[early].name!r} comes too early. The executor reproduces eager results "
+                f"only when these nodes are first computed in id order")

@@ -41,9 +41,11 @@ def _check_updates(graph: TrainingGraph, schedule: Schedule) -> None:
                               f"reads: a recompute must come before the parameter's update")
 
 
-def _optimizer_groups(graph: TrainingGraph, model: torch.nn.Module, optimizer: Any) -> dict[str, dict]:
+def _optimizer_groups(graph: TrainingGraph, model: torch.nn.Module, optimizer: Any,
+                      params: dict[str, torch.Tensor] | None = None) -> dict[str, dict]:
     """For a fused graph: trained parameter -> the optimizer's param group holding it (checked:
-    an SGD/Adam/AdamW the graph's optimizer kind, holding every trained parameter)."""
+    an SGD/Adam/AdamW the graph's optimizer kind, holding every trained parameter). ``params``:
+    ``dict(model.named_parameters())`` if the caller has it."""
     if graph.update != "fused":
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -61,7 +63,7 @@ def _optimizer_groups(graph: TrainingGraph, model: torch.nn.Module, optimizer: A
         raise ReplayError(f"the optimizer is of kind {kind!r} but the graph was traced for {graph.optimizer!r} "
                           f"(its optimizer state is part of the static memory): trace with this optimizer")
     by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters()) if params is None else params
     groups = {}
     for name in graph.update_nodes():
         g = by_param.get(id(params[name]))
@@ -69,6 +71,47 @@ def _optimizer_groups(graph: TrainingGraph, model: torch.nn.Module, optimizer: A
             raise ReplayError(f"the optimizer does not hold the trained parameter {name!r} of this model")
         groups[name] = g
     return groups
+
+
+_SETTINGS = ("weight_decay", "momentum", "nesterov", "maximize", "amsgrad", "decoupled_weight_decay", "dampening")
+
+
+def apply_update(opt: torch.optim.Optimizer, param: torch.Tensor, group: dict, grad: torch.Tensor, node_id: int,
+                 peaks: dict, settings: dict, measure: bool) -> int:
+    """One fused update: ``opt.step()`` on ``param`` alone (its param ``group``'s settings, ``grad``
+    as its ``.grad`` for the step; the optimizer's groups and ``param.grad`` are put back after).
+    Returns the peak bytes of the temporaries the step allocated.
+
+    The temporaries depend only on the settings and on which state the parameter has yet: they
+    are measured (:class:`_Allocations`) once per such configuration and node and kept in
+    ``peaks``, or always when ``measure``. ``settings`` caches each group's settings (id(group)
+    -> their reprs) for the length of one step."""
+    groups = opt.param_groups
+    saved = param.grad
+    param.grad = grad
+    opt.param_groups = [{**group, "params": [param]}]
+    fixed = settings.get(id(group))
+    if fixed is None:
+        fixed = settings[id(group)] = tuple(repr(group.get(k)) for k in _SETTINGS)
+    state = opt.state.get(param)
+    key = (node_id, tuple(sorted(state)) if state else (), fixed)
+    known = None if measure else peaks.get(key)
+    tracker = _Allocations() if known is None else None
+    try:
+        if tracker is not None:
+            with tracker:
+                opt.step()
+        else:
+            opt.step()
+    finally:
+        opt.param_groups = groups
+        param.grad = saved
+    del grad
+    if tracker is None:
+        return known
+    kept = {t.untyped_storage().data_ptr() for t in opt.state.get(param, {}).values() if isinstance(t, torch.Tensor)}
+    peaks[key] = peak = tracker.peak(kept)
+    return peak
 
 
 class _Allocations(TorchDispatchMode):
