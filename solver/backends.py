@@ -1,4 +1,5 @@
-"""MILP backends behind one call: CBC and HiGHS through PuLP, Gurobi where it is licensed.
+"""MILP backends behind one call: CBC and HiGHS through PuLP, Gurobi where it is licensed, and
+the optional SCIP (pyscipopt, through PuLP) and OR-Tools CP-SAT where installed (solver.cpsat).
 
 `run(prob, backend, ...)` solves a PuLP problem and leaves the values on its variables. It
 returns a `BackendResult` whose `status` is one of "optimal" (a proof within the gap), "feasible"
@@ -26,6 +27,7 @@ run of this process at once (`stop_children`; poet.signals uses it in pool worke
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import math
 import os
@@ -47,6 +49,9 @@ from .options import check_solve_options
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cbc", "highs", "gurobi")
+# run() also takes these where installed; solve() does not offer them (benchmarks/backends.py
+# measured them against HiGHS on our models: neither wins)
+OPTIONAL_BACKENDS = ("scip", "cpsat")
 
 
 @dataclass
@@ -79,14 +84,6 @@ def cbc_path() -> str | None:
     return bundled if bundled and os.access(bundled, os.X_OK) else None
 
 
-def _highs_available() -> bool:
-    try:
-        import highspy  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _gurobi_available() -> bool:
     try:
         return bool(pulp.GUROBI(msg=False).available())
@@ -94,23 +91,39 @@ def _gurobi_available() -> bool:
         return False
 
 
+def _importable(module: str, load: bool = True) -> bool:
+    """Whether `module` imports (load=False: is installed, found without importing it)."""
+    try:
+        if not load:
+            return importlib.util.find_spec(module) is not None
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
 def available_backends() -> list[str]:
-    """The backends that can run here (a subset of "cbc", "highs", "gurobi")."""
+    """The backends that can run here (a subset of "cbc", "highs", "gurobi", "scip", "cpsat")."""
     out = []
     if cbc_path():
         out.append("cbc")
-    if _highs_available():
+    if _importable("highspy"):
         out.append("highs")
     if _gurobi_available():
         out.append("gurobi")
+    if _importable("pyscipopt", load=False):      # both slow to import: only when run
+        out.append("scip")
+    if _importable("ortools", load=False):
+        out.append("cpsat")
     return out
 
 
 def resolve_backend(name: str) -> str:
     """The concrete backend for `name`: "auto" is HiGHS where installed (faster on our graphs,
     see benchmarks/solve.py), else CBC. Raises ValueError naming the available backends."""
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name not in BACKENDS + OPTIONAL_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS + OPTIONAL_BACKENDS)}, "
+                         f"got {name!r}")
     avail = available_backends()
     if name == "auto":
         for pick in ("highs", "cbc", "gurobi"):
@@ -121,7 +134,9 @@ def resolve_backend(name: str) -> str:
     if name not in avail:
         raise ValueError(f"backend {name!r} is not available here (available: "
                          f"{', '.join(avail) or 'none'})"
-                         + ("; Gurobi needs gurobipy and a licence" if name == "gurobi" else ""))
+                         + {"gurobi": "; Gurobi needs gurobipy and a licence",
+                            "scip": "; SCIP needs pyscipopt", "cpsat": "; CP-SAT needs ortools"
+                            }.get(name, ""))
     return name
 
 
@@ -145,11 +160,16 @@ def run(prob: pulp.LpProblem, backend: str = "auto", *, time_limit_s: float = 30
     CBC command-line options as {"name": value}; Gurobi parameters). stop(seconds, incumbent,
     bound), if given, is asked as the search runs and ends it early (status "feasible" with the
     incumbent so far) when it returns True; HiGHS honours it, CBC and Gurobi only stop at the
-    time limit.
+    time limit; SCIP and CP-SAT honour it too. SCIP runs on one thread whatever `threads` says
+    (PuLP's interface has no parallel mode); CP-SAT solves a relaxation with GLOP.
     """
     backend = resolve_backend(backend)
     time_limit_s, threads, gap_rel = check_solve_options(time_limit_s, threads, gap_rel)
-    runner = {"cbc": _run_cbc, "highs": _run_highs, "gurobi": _run_gurobi}[backend]
+    if backend in OPTIONAL_BACKENDS:
+        from . import cpsat      # imports this module: loaded only when it is needed
+        runner = {"scip": cpsat.run_scip, "cpsat": cpsat.run_cpsat}[backend]
+    else:
+        runner = {"cbc": _run_cbc, "highs": _run_highs, "gurobi": _run_gurobi}[backend]
     t0 = time.perf_counter()
     res = runner(prob, time_limit_s=float(time_limit_s), threads=threads, gap_rel=gap_rel,
                  gap_abs=gap_abs, start=start, cutoff=cutoff, relax=relax, verbose=verbose,
