@@ -231,8 +231,10 @@ def replay_row(step, model_label: str, train_label: str, train, weights: str, up
                                 zip(model.named_buffers(), eager.buffers())),
             trained=any(not torch.equal(params[n], b) for n, b in before.items()))
         if update == "buffered":  # outside the schedule: not among the CHECKS, reported apart
+            predicted = int(graph.extra.get("optimizer_step_workspace_bytes", 0))
             row.update(opt_step_peak_bytes=budgeted.static_bytes + step_temps,
-                       opt_step_within_min=budgeted.static_bytes + step_temps <= min_ram)
+                       opt_step_within_min=budgeted.static_bytes + step_temps <= min_ram,
+                       opt_step_predicted_bytes=predicted, opt_step_counted=predicted == step_temps)
         report = poet.verify(graph, schedule, model, x, y, problem=budgeted, optimizer=opt)
         row.update(verify_passed=bool(report.passed and report.params_bitwise
                                       and report.optimizer_state_bitwise and report.trace_equal),
@@ -286,8 +288,12 @@ def replay_main(args) -> int:
     print(f"{n_ok} of {len(rows)} rows replayed bitwise")
     buffered = [r for r in rows if "opt_step_peak_bytes" in r]
     over = [r for r in buffered if not r["opt_step_within_min"]]
-    print(f"buffered rows whose opt.step() after the step needs more than the min RAM (static "
-          f"bytes + its temporaries): {len(over)} of {len(buffered)}")
+    counted = sum(r["opt_step_counted"] for r in buffered)
+    print(f"buffered rows whose opt.step() temporaries equal poet's count "
+          f"(optimizer_step_workspace_bytes): {counted} of {len(buffered)}")
+    print(f"buffered rows whose opt.step() after the step needs more than the step's own minimum "
+          f"(static bytes + its temporaries; poet fit's minimum RAM includes it): {len(over)} of "
+          f"{len(buffered)}")
     for r in over:
         print(f"#   {r['model']} {r['train']} {r['weights']} {r['optimizer']}: opt.step() "
               f"{format_bytes(r['opt_step_peak_bytes'])} > min RAM {format_bytes(r['min_ram_bytes'])}")
