@@ -90,8 +90,8 @@ def test_build_stops_part_way_within_a_few_milliseconds_of_the_deadline():
     total = milp_size(space, runtime=False).rows
     t0 = time.perf_counter()
     with pytest.raises(DeadlineReached) as e:
-        build_milp(p, space=space, deadline=t0 + 1.0)
-    late = time.perf_counter() - (t0 + 1.0)
+        build_milp(p, space=space, deadline=t0 + 0.3)
+    late = time.perf_counter() - (t0 + 0.3)
     assert 0 < e.value.done < total
     assert late < 2.0, late          # it stops part way (a loaded machine is slow to notice)
 

@@ -11,7 +11,7 @@ import pytest
 from solver import InfeasibleError, Node, Problem, backends, simulate, store_all
 from solver.bruteforce_staged import optimal_staged
 from solver.generators import random_problem
-from solver.milp import build_milp
+from solver.milp import build_milp, milp_size
 from solver.plans import (
     PlanError,
     StagedPlan,
@@ -193,6 +193,45 @@ def _agree(problem, backend, **kw):
 @pytest.mark.parametrize("seed", range(6))
 def test_random_dags_match_staged_bruteforce(backend, seed):
     _agree(random_problem(100 + seed, T=4 + seed % 4), backend)
+
+
+def test_binary_keep_columns_and_keepcap_rows_lose_no_plan():
+    """S binary with the keepcap rows (integer_keep, the default) removes no plan: on random DAGs
+    at tight budgets the staged brute force's optimal plan encodes to 0/1 values of S and F
+    that meet every row, and the MILP's optimum equals the brute force's, as it does with S
+    continuous and no keepcap rows."""
+    from solver import min_feasible_ram, store_all_peak
+    checked = 0
+    for seed in range(48):
+        q = random_problem(700 + seed, T=5 + seed % 3)
+        lo, hi = min_feasible_ram(q), store_all_peak(q)
+        if hi <= lo:
+            continue
+        p = q.with_budgets(ram_budget_bytes=lo + (hi - lo) * (1 + seed % 3) // 4)
+        try:
+            opt = optimal_staged(p)
+        except InfeasibleError:
+            continue
+        model = build_milp(p)
+        assert all(v.cat == "Integer" for v in model.S.values())
+        assert any(c.name.startswith("keepcap_") for c in model.prob.constraints())
+        values = model.encode(opt.plan)
+        assert values is not None and model.violations(values) == []
+        assert {values[v.name] for v in list(model.S.values()) + list(model.F.values())} <= {0, 1}
+        res = backends.run(model.prob, "highs", time_limit_s=60, gap_rel=0.0, gap_abs=0.0)
+        assert res.status == "optimal"
+        assert model.energy_value_j() == pytest.approx(opt.energy_j, rel=1e-6)
+        cont, res = solve_model(p, integer_keep=False)
+        assert res.status == "optimal" and not any(v.cat == "Integer" for v in cont.S.values())
+        assert not any(c.name.startswith("keepcap_") for c in cont.prob.constraints())
+        assert cont.energy_value_j() == pytest.approx(opt.energy_j, rel=1e-6)
+        for m, keep in ((model, True), (cont, False)):     # milp_size counts both forms
+            size = milp_size(m.space, runtime=False, integer_keep=keep)
+            cons = m.prob.constraints()
+            assert (size.columns, size.rows, size.nonzeros) == (
+                m.n_variables, len(cons), sum(len(c) for c in cons) + len(m.prob.objective))
+        checked += 1
+    assert checked >= 20
 
 
 @pytest.mark.parametrize("case", ["remat", "paging", "runtime", "flash"])
