@@ -139,17 +139,10 @@ def remat_rows(p: Problem, frac: float, time_limit: float, gap: float, threads: 
 
 
 def fmt(v, kind=None) -> str:
-    if v is None:
-        return "-"
-    if kind == "s":
-        return f"{v:.1f}"
-    if kind == "e":
-        return f"{v:.2e}"
-    if kind == "j":
-        return f"{v:.6g}"
-    if kind == "pct":
-        return f"{100 * v:.3f}%"
-    return str(v)
+    """A table cell, as benchmarks/solve.py writes them (gaps with two decimals here)."""
+    from solve import _fmt   # benchmarks/solve.py: this script's folder is on sys.path
+
+    return _fmt(v, "e2" if kind == "e" else kind)
 
 
 def table(rows: list[dict]) -> str:

@@ -114,12 +114,17 @@ def run_row(problem: Problem, frac: float, backend: str, time_limit: float, gap:
 
 
 def _fmt(v, kind):
+    """A table cell: "s" seconds, "e" / "e2" a gap (1 or 2 decimals), "j" joules, "pct" a share."""
     if v is None:
         return "-"
     if kind == "s":
         return f"{v:.1f}"
     if kind == "e":
         return f"{v:.1e}"
+    if kind == "e2":
+        return f"{v:.2e}"
+    if kind == "j":
+        return f"{v:.6g}"
     if kind == "pct":
         return f"{100 * v:.3f}%"
     return str(v)

@@ -1,12 +1,14 @@
-"""The `poet fit` and `poet explain` commands: what fits a chip, and what a schedule does to each
-layer (`poet.cli` runs them; the shared argument handling is in `poet.cli_commands`)."""
+"""Advice: the `poet fit` and `poet explain` commands (what fits a chip, and what a schedule does
+to each layer), and what `poet solve` adds to its messages (the cheapest change that would fit,
+a note on the buffered opt.step()). `poet.cli` runs the commands; the shared argument handling is
+in `poet.cli_commands`."""
 
 from __future__ import annotations
 
-from .cli_commands import (_check_solver_options, _dumps, _recorded_device, _spec_from_args,
-                           _verify_spec, _with_schedule_budget)
+from .cli_commands import (_check_solver_options, _dumps, _is_problem_file, _recorded_device,
+                           _spec_from_args, _verify_spec, _with_schedule_budget)
 
-__all__ = ["cmd_fit", "cmd_explain"]
+__all__ = ["cmd_fit", "cmd_explain", "what_would_fit", "optimizer_step_note"]
 
 
 # ---- poet fit ----------------------------------------------------------------------------------
@@ -98,3 +100,39 @@ def cmd_explain(args) -> int:
     else:
         print(explain_table(expl, only_changed=args.changed))
     return 0
+
+
+# ---- what poet solve adds to its messages ------------------------------------------------------
+def what_would_fit(args, problem) -> str:
+    """"; the device ... usable; <cheapest change>" for an infeasible solve of a model on a device
+    (`poet.fit_fix.cheapest_fix`), or "" when MODEL is a problem file or nothing is known."""
+    if _is_problem_file(args.model) or not args.device:
+        return ""
+    from .fit_fix import cheapest_fix
+    from .profiles import load_profile
+    from .units import format_bytes
+
+    prof = load_profile(args.device)
+    text = (f"; {prof.name} has {format_bytes(prof.ram_bytes)} of RAM, "
+            f"{format_bytes(prof.usable_ram_bytes)} usable")
+    spec = _spec_from_args(args)
+    try:
+        fix = cheapest_fix(spec.replace(fold_bn=False), args.device, train=spec.train, weights=spec.weights,
+                           update=spec.update, optimizer=spec.optimizer,
+                           batch_size=spec.batch_size, seed=spec.seed, options=spec.options,
+                           fold_bn=spec.fold_bn, inplace=spec.inplace)
+    except ValueError:
+        fix = None
+    return text + (f"; {fix}" if fix else "")
+
+
+def optimizer_step_note(problem) -> str:
+    """A line when the buffered opt.step() after the step would not fit the RAM budget (it runs
+    outside the schedule, beside the static bytes), else ""."""
+    step = problem.extra.get("optimizer_step_workspace_bytes")
+    budget = problem.ram_budget_bytes
+    if not isinstance(step, int) or budget is None or problem.static_bytes + step <= budget:
+        return ""
+    return (f"the opt.step() after this step needs {problem.static_bytes + step:,} B (static "
+            f"{problem.static_bytes:,} B plus its temporaries, {step:,} B), over the RAM budget "
+            f"of {budget:,} B; --update fused applies the optimizer inside the schedule")

@@ -240,29 +240,6 @@ def _repriced(problem, args, budgets):
     return dataclasses.replace(repriced, extra={**repriced.extra, **kept})
 
 
-def _what_would_fit(args, problem) -> str:
-    """"; the device ... usable; <cheapest change>" for an infeasible solve of a model on a device
-    (`poet.fit_fix.cheapest_fix`), or "" when MODEL is a problem file or nothing is known."""
-    if _is_problem_file(args.model) or not args.device:
-        return ""
-    from .fit_fix import cheapest_fix
-    from .profiles import load_profile
-    from .units import format_bytes
-
-    prof = load_profile(args.device)
-    text = (f"; {prof.name} has {format_bytes(prof.ram_bytes)} of RAM, "
-            f"{format_bytes(prof.usable_ram_bytes)} usable")
-    spec = _spec_from_args(args)
-    try:
-        fix = cheapest_fix(spec.replace(fold_bn=False), args.device, train=spec.train, weights=spec.weights,
-                           update=spec.update, optimizer=spec.optimizer,
-                           batch_size=spec.batch_size, seed=spec.seed, options=spec.options,
-                           fold_bn=spec.fold_bn, inplace=spec.inplace)
-    except ValueError:
-        fix = None
-    return text + (f"; {fix}" if fix else "")
-
-
 def _strategy(args) -> str:
     strategy = args.strategy
     if args.no_remat or args.no_paging:
@@ -295,15 +272,17 @@ def cmd_solve(args) -> int:
     if not args.verbose and not args.json and sys.stderr.isatty():
         def progress(line: str) -> None:
             print(f"\r{line[:100]:<100}", end="", file=sys.stderr, flush=True)
+    from .cli_advice import optimizer_step_note, what_would_fit
+
     try:
         result = solver.solve(problem, strategy=strategy, backend=args.backend,
                               time_limit_s=args.time_limit, threads=args.threads, gap=args.gap,
                               verbose=args.verbose, progress=progress)
     except solver.InfeasibleError as e:
-        raise ValueError(f"{e}{_what_would_fit(args, problem)}") from None
+        raise ValueError(f"{e}{what_would_fit(args, problem)}") from None
     if progress is not None:
         print("\r" + " " * 100 + "\r", end="", file=sys.stderr, flush=True)
-    step_note = _optimizer_step_note(problem)
+    step_note = optimizer_step_note(problem)
     if step_note:
         print(f"poet: note: {step_note}", file=sys.stderr)
     if result.schedule is not None:
@@ -328,18 +307,6 @@ def cmd_solve(args) -> int:
         if args.out and result.schedule is not None:
             print(f"wrote {args.out}")
     return 0 if result.schedule is not None else 1
-
-
-def _optimizer_step_note(problem) -> str:
-    """A line when the buffered opt.step() after the step would not fit the RAM budget (it runs
-    outside the schedule, beside the static bytes), else ""."""
-    step = problem.extra.get("optimizer_step_workspace_bytes")
-    budget = problem.ram_budget_bytes
-    if not isinstance(step, int) or budget is None or problem.static_bytes + step <= budget:
-        return ""
-    return (f"the opt.step() after this step needs {problem.static_bytes + step:,} B (static "
-            f"{problem.static_bytes:,} B plus its temporaries, {step:,} B), over the RAM budget "
-            f"of {budget:,} B; --update fused applies the optimizer inside the schedule")
 
 
 # ---- poet verify -------------------------------------------------------------------------------
