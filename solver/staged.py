@@ -123,28 +123,44 @@ class StagedSpace:
         object.__setattr__(self, "_pred_sets", [frozenset(p) for p in self.problem.preds])
         object.__setattr__(self, "_succ_sets", [frozenset(s) for s in succs])
         options, cands, comps, lives, comp_sets = [], [], [], [], []
+        recompute, pageable, horizon = self.recompute, self.pageable, self.horizon
+        read_rule = self.read_in_stage
+        live: list[int] = []
         for t in range(T):
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 raise DeadlineReached("laying out the MILP's stages", t, T, "stages")
-            live = [i for i in range(t) if self.horizon[i] >= t]
-            opts = {k: (self.recompute[k], self.pageable[k]) for k in live
-                    if self._may_materialise(t, k) and (self.recompute[k] or self.pageable[k])}
+            # the nodes live in t: those of t-1 still within their horizon, and t-1 itself
+            live = [i for i in live if horizon[i] >= t] + ([t - 1] if t and horizon[t - 1] >= t
+                                                             else [])
+            opts = {k: (recompute[k], pageable[k]) for k in live
+                    if (recompute[k] or pageable[k]) and self._may_materialise(t, k)}
             # a materialisation that must be read in its stage needs a reader that may run
-            # there; dropping a recompute can leave another without one, hence the loop
-            changed = True
-            while changed:
-                changed = False
-                comp = {k for k, (r, _) in opts.items() if r} | {t}
-                for k, (r, p) in list(opts.items()):
-                    has_reader = any(j in comp for j in succs[k])
-                    r2 = r and (has_reader or not self.must_be_read(t, k, "compute"))
-                    p2 = p and (has_reader or not self.must_be_read(t, k, "page_in"))
-                    if (r2, p2) != (r, p):
-                        changed = True
-                        if r2 or p2:
-                            opts[k] = (r2, p2)
-                        else:
-                            del opts[k]
+            # there; dropping a recompute can leave its operands without one: a worklist over
+            # the count of each node's readers that may be computed in t
+            if read_rule != "none":
+                succ_t = self._succ_sets
+                readers = {k: sum(1 for j in succs[k] if j == t or opts.get(j, (False,))[0])
+                           for k in opts}
+                work = [k for k, n in readers.items() if n == 0]
+                while work:
+                    k = work.pop()
+                    r, pg = opts[k]
+                    if t in succ_t[k]:
+                        continue
+                    r2 = r and read_rule != "all"
+                    pg2 = False
+                    if (r2, pg2) == (r, pg):
+                        continue
+                    if r2 or pg2:
+                        opts[k] = (r2, pg2)
+                    else:
+                        del opts[k]
+                    if r and not r2:            # k no longer computable in t
+                        for q in self.problem.preds[k]:
+                            if q in readers:
+                                readers[q] -= 1
+                                if readers[q] == 0 and q in opts:
+                                    work.append(q)
             options.append(opts)
             lives.append(live)
             cands.append(sorted(opts))
