@@ -78,7 +78,7 @@ from .result import SolveResult, gaps, within_gap
 from .schedule import Schedule
 from .simulate import SimReport, min_feasible_ram, simulate
 from .staged import staged_space
-from .starts import Found, best_start, check_start, run_baseline
+from .starts import Found, best_start, check_start, run_baseline, run_drop_search
 from .strategies import Strategy, fallbacks, get_strategy
 
 log = logging.getLogger(__name__)
@@ -311,6 +311,10 @@ def _run_heuristics(call: _Call, names: tuple[str, ...], starts: Sequence[Schedu
             break
         if got is not None:
             found[name] = got
+    if call.stopped is None:
+        got = run_drop_search(call.problem, call.spec, call.time_limit_s, call.deadline)
+        if got is not None:
+            found["drop_search"] = got
     for k, given in enumerate(starts):
         found[f"start:{given.strategy}"] = check_start(call.problem, given, k, call.spec)
     return found

@@ -19,8 +19,8 @@ from solver.generators import random_problem
 from solver.milp import build_milp, milp_size
 from solver.reductions import Stage
 from solver.simulate import store_all_peak
-from solver.starts import run_baseline
-from solver.strategies import fallbacks
+from solver.starts import run_baseline, run_drop_search
+from solver.strategies import fallbacks, get_strategy
 
 solve_module = importlib.import_module("solver.solve")   # solver.solve is also the function
 
@@ -89,9 +89,9 @@ def test_build_stops_part_way_within_a_few_milliseconds_of_the_deadline():
     space, _ = Stage().apply(p)
     total = milp_size(space, runtime=False).rows
     t0 = time.perf_counter()
-    with pytest.raises(DeadlineReached) as e:
-        build_milp(p, space=space, deadline=t0 + 0.3)
-    late = time.perf_counter() - (t0 + 0.3)
+    with pytest.raises(DeadlineReached) as e:          # (the columns alone take 0.2-0.3 s)
+        build_milp(p, space=space, deadline=t0 + 0.8)
+    late = time.perf_counter() - (t0 + 0.8)
     assert 0 < e.value.done < total
     assert late < 2.0, late          # it stops part way (a loaded machine is slow to notice)
 
@@ -118,6 +118,7 @@ def test_solve_returns_best_heuristic_when_building_passes_the_deadline(monkeypa
     assert res.status == "feasible" and res.milp_status == "not-built"
     assert res.message == f"time limit reached while building the MILP (0 of {rows} rows)"
     fits = {n: got[1].energy_j for n in fallbacks("poet")[1:] if (got := run_baseline(p, n))}
+    fits["drop_search"] = run_drop_search(p, get_strategy("poet"), 60, None)[1].energy_j
     assert res.source == min(fits, key=fits.get)
     assert res.objective_j == pytest.approx(min(fits.values()), rel=1e-12)
     assert simulate(p, res.schedule).energy_j == pytest.approx(res.objective_j, rel=1e-12)
@@ -174,6 +175,7 @@ def test_too_large_milp_without_any_heuristic_is_a_one_line_error(monkeypatch):
     p = _chain(40)
     monkeypatch.setattr(limits, "available_bytes", lambda: 2 ** 20)
     monkeypatch.setattr(solve_module, "run_baseline", lambda *a, **k: None)
+    monkeypatch.setattr(solve_module, "run_drop_search", lambda *a, **k: None)
     with pytest.raises(TooLargeError, match=r"^the MILP is too large for this machine \([\d,]+ "
                                             r"columns.*1 MiB available\), and no heuristic") as e:
         solver.solve(p, time_limit_s=60)
@@ -216,7 +218,7 @@ def test_every_backend_run_gets_only_the_time_left(monkeypatch):
     assert len(calls) == 2                          # the LP, then the full MILP
     for limit, left in calls:
         assert 0 < limit <= left + 1e-6, calls
-    assert res.status == "feasible" and res.source == "dtr"
+    assert res.status == "feasible" and res.source in ("dtr", "drop_search")
     # with the candidate orders of first computes: more runs, each within the time left
     calls.clear()                                   # (3 s: building three orders' models
     deadline["t"] = time.perf_counter() + 3.0       # took all of 1 s on a loaded machine)
@@ -224,4 +226,4 @@ def test_every_backend_run_gets_only_the_time_left(monkeypatch):
     assert len(calls) >= 2
     for limit, left in calls:
         assert 0 < limit <= left + 1e-6, calls
-    assert res.status == "feasible" and res.source == "dtr"
+    assert res.status == "feasible" and res.source in ("dtr", "drop_search")

@@ -349,3 +349,40 @@ def test_plan_rules_are_the_machines():
     with pytest.raises(PlanError, match="stage 4: page_in of node 0"):
         drop_useless(p, wrong_node_paged)
     assert schedule_to_plan(p, store_all(p, check_budget=False)) == store_all_plan(p)
+
+
+def _options_by_rescan(space, t):
+    """The materialisations of stage t by the definition: every live node the stage may
+    materialise, then, until nothing changes, drop those that must be read in t but have no
+    reader computable in t."""
+    p = space.problem
+    opts = {k: (space.recompute[k], space.pageable[k]) for k in range(t)
+            if space.horizon[k] >= t and (space.recompute[k] or space.pageable[k])
+            and space._may_materialise(t, k)}
+    changed = True
+    while changed:
+        changed = False
+        comp = {k for k, (r, _) in opts.items() if r} | {t}
+        for k, (r, pg) in list(opts.items()):
+            has_reader = any(j in comp for j in p.succs[k])
+            r2 = r and (has_reader or not space.must_be_read(t, k, "compute"))
+            p2 = pg and (has_reader or not space.must_be_read(t, k, "page_in"))
+            if (r2, p2) != (r, pg):
+                changed = True
+                if r2 or p2:
+                    opts[k] = (r2, p2)
+                else:
+                    del opts[k]
+    return opts
+
+
+@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize("options", [{}, {"read_in_stage": "page_in"}, {"read_in_stage": "none"},
+                                     {"forward_stages": "all", "backward_remat": "all"}])
+def test_staged_space_layout_is_the_definitions(seed, options):
+    """staged_space's worklist layout gives the index sets of the rescan-until-stable definition."""
+    p = random_problem(seed, 10 + seed % 15)
+    sp = staged_space(p, **options)
+    for t in range(p.T):
+        assert sp._options[t] == _options_by_rescan(sp, t), t
+        assert sp.live(t) == [i for i in range(t) if sp.horizon[i] >= t]
