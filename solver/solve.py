@@ -311,10 +311,9 @@ def _run_heuristics(call: _Call, names: tuple[str, ...], starts: Sequence[Schedu
             break
         if got is not None:
             found[name] = got
-    if call.stopped is None:
-        got = run_drop_search(call.problem, call.spec, call.time_limit_s, call.deadline)
-        if got is not None:
-            found["drop_search"] = got
+    if call.stopped is None and (got := run_drop_search(call.problem, call.spec, found,
+                                                        call.time_limit_s, call.deadline)):
+        found["drop_search"] = got
     for k, given in enumerate(starts):
         found[f"start:{given.strategy}"] = check_start(call.problem, given, k, call.spec)
     return found

@@ -117,7 +117,7 @@ def test_beats_dtr_on_layer_level_bert(bert4):
     from solver.starts import run_baseline, run_drop_search
     e0 = bert4.store_all_energy_j
     dtr = run_baseline(bert4, "dtr")[1].energy_j
-    sched, rep = run_drop_search(bert4, get_strategy("remat"), 60.0, None)
+    sched, rep = run_drop_search(bert4, get_strategy("remat"), {}, 60.0, None)
     assert rep.energy_j / e0 - 1 < 0.05 < dtr / e0 - 1
     res = solve(bert4, strategy="remat", time_limit_s=8, threads=1)
     assert res.baselines_j["drop_search"] == pytest.approx(rep.energy_j)   # the whole search
