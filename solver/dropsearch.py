@@ -18,7 +18,7 @@ space there is mostly a choice, per forward tensor read by the backward, of how 
 tensor dropped with the operands its recompute reads held) with the most RAM overflow removed
 per joule until the plan fits; then each drop in turn is taken back and the greedy refits the
 plan without it, kept where that is cheaper. Each candidate is a `StagedPlan`
-priced by `plan_energy` and walked by a byte count that follows `solver.simulate.Machine`'s
+priced by `plan_energy`, and its instructions walked by a byte count that follows `solver.simulate.Machine`'s
 (checked against the simulator in tests/test_dropsearch.py); the plan returned is checked by
 the simulator through `plan_to_schedule` by the caller (`solver.starts.run_drop_search`).
 """
@@ -29,7 +29,7 @@ import heapq
 import time
 from dataclasses import dataclass
 
-from .plans import StagedPlan, plan_energy
+from .plans import StagedPlan, _emit, copies, plan_energy
 from .problem import Problem
 
 RECOMPUTE_MODES = ("each", "once")
@@ -58,8 +58,6 @@ class DropSearch:
                 + (PAGE_MODES if self.paging else ())
             if len(allowed) > 1:
                 self.allowed[i] = allowed
-        self.budget = p.ram_budget_bytes
-        self.flash_budget = p.flash_budget_bytes
         self.evals = 0
 
     def default(self, i: int) -> str:
@@ -98,58 +96,28 @@ class DropSearch:
 
     def overflow(self, plan: StagedPlan) -> tuple[int, int]:
         """(sum over instructions of the RAM above the budget, peak RAM) of the plan's
-        minimal-residency schedule, counted as `solver.simulate.Machine` counts (flash above
-        its budget counts as RAM overflow)."""
+        minimal-residency instructions (`solver.plans._emit`), counted as
+        `solver.simulate.Machine` counts (flash above its budget counts as RAM overflow)."""
         self.evals += 1
         p = self.problem
-        nodes, preds = p.nodes, p.preds
-        # the last reader of each copy: copies are (node, stage); a compute reads the latest
-        last: dict[tuple[int, int], tuple[int, int]] = {}
-        current: dict[int, tuple[int, int]] = {}
-        for t, st in enumerate(plan.stages):
-            for k, how in st:
-                if how == "compute":
-                    for q in preds[k]:
-                        c = current.get(q)
-                        if c is not None:
-                            last[c] = (t, k)
-                current[k] = (k, t)
-        frees: dict[tuple[int, int], list[int]] = {}
-        for t, st in enumerate(plan.stages):
-            for k, how in st:
-                frees.setdefault(last.get((k, t), (t, k)), []).append(k)
-        last_in: dict[int, tuple[int, int]] = {}
-        for t, st in enumerate(plan.stages):
-            for k, how in st:
-                if how == "page_in":
-                    last_in[k] = (t, k)
-        budget, fbudget = self.budget, self.flash_budget
-        ram = p.static_bytes
-        flash = 0
-        over = 0
-        peak = ram
-        for t, st in enumerate(plan.stages):
-            for k, how in st:
-                n = nodes[k]
-                if how == "compute":
-                    during = ram + n.out_bytes + n.workspace_bytes
-                else:
-                    during = ram + n.out_bytes
-                ram += n.out_bytes
-                if during > peak:
-                    peak = during
-                if budget is not None and during > budget:
-                    over += during - budget
-                if k == t and t in plan.paged_out:
-                    flash += n.out_bytes
-                    if fbudget is not None and flash > fbudget:
-                        over += flash - fbudget
-                    if t not in last_in:
-                        flash -= n.out_bytes
-                if how == "page_in" and last_in[k] == (t, k):
-                    flash -= n.out_bytes
-                for i in frees.get((t, k), ()):
-                    ram -= nodes[i].out_bytes
+        nodes, budget, fbudget = p.nodes, p.ram_budget_bytes, p.flash_budget_bytes
+        ram = peak = p.static_bytes
+        flash = over = 0
+        for op, i, _ in _emit(plan, copies(p, plan)):
+            b = nodes[i].out_bytes
+            if op == "free":
+                ram -= b
+                continue
+            if op in ("page_out", "drop_flash"):
+                flash += b if op == "page_out" else -b
+                if fbudget is not None and flash > fbudget:
+                    over += flash - fbudget
+                continue
+            during = ram + b + (nodes[i].workspace_bytes if op == "compute" else 0)
+            ram += b
+            peak = max(peak, during)
+            if budget is not None and during > budget:
+                over += during - budget
         return over, peak
 
     def score(self, modes: dict[int, str]) -> tuple[float, int]:

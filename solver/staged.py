@@ -137,25 +137,19 @@ class StagedSpace:
             # a materialisation that must be read in its stage needs a reader that may run
             # there; dropping a recompute can leave its operands without one: a worklist over
             # the count of each node's readers that may be computed in t
+            # (t counts as a reader, so a node t reads never comes to 0)
             if read_rule != "none":
-                succ_t = self._succ_sets
                 readers = {k: sum(1 for j in succs[k] if j == t or opts.get(j, (False,))[0])
                            for k in opts}
                 work = [k for k, n in readers.items() if n == 0]
-                while work:
+                while work:                     # k: no reader left, so no page-in either
                     k = work.pop()
-                    r, pg = opts[k]
-                    if t in succ_t[k]:
+                    r = opts[k][0]
+                    if r and read_rule != "all":
+                        opts[k] = (True, False)
                         continue
-                    r2 = r and read_rule != "all"
-                    pg2 = False
-                    if (r2, pg2) == (r, pg):
-                        continue
-                    if r2 or pg2:
-                        opts[k] = (r2, pg2)
-                    else:
-                        del opts[k]
-                    if r and not r2:            # k no longer computable in t
+                    del opts[k]
+                    if r:                       # k no longer computable in t
                         for q in self.problem.preds[k]:
                             if q in readers:
                                 readers[q] -= 1
