@@ -420,7 +420,7 @@ def _prepare_milp(call: _Call, found: Found) -> _Search:
     except DeadlineReached as e:
         e = DeadlineReached(e.what, e.done, size.rows, e.unit)
         raise _NoMilp("not-built", str(e)) from None
-    binary_keep = 0 if model.relaxed else sum(v.cat == "Integer" for v in model.S.values())
+    binary_keep = 0 if model.relaxed else sum(v.cat == "Integer" for v in set(model.S.values()))
     call.say(f"{call.strategy}: MILP with {model.n_variables} variables ({model.n_integer} "
              f"integer decisions, {binary_keep} binary keep columns), {model.n_constraints} "
              f"constraints")

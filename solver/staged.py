@@ -80,11 +80,15 @@ class StagedSpace:
         """Whether P[t,i] exists (i < t)."""
         return self._options[t].get(i, (False, False))[1]
 
+    def reads(self, t: int, i: int) -> bool:
+        """Whether node t's first compute reads i."""
+        return t in self._succ_sets[i]
+
     def must_be_read(self, t: int, i: int, how: str) -> bool:
         """Whether materialising i in stage t (how: "compute" | "page_in") requires a later
         compute of the same stage to read it (the read_in_stage rule; t itself always reads
         its operands)."""
-        if t in self._succ_sets[i] or self.read_in_stage == "none":
+        if self.reads(t, i) or self.read_in_stage == "none":
             return False
         return how == "page_in" or self.read_in_stage == "all"
 

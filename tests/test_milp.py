@@ -201,7 +201,7 @@ def test_binary_keep_columns_and_keepcap_rows_lose_no_plan():
     that meet every row, and the MILP's optimum equals the brute force's, as it does with S
     continuous and no keepcap rows."""
     from solver import min_feasible_ram, store_all_peak
-    checked = 0
+    checked = shared = 0
     for seed in range(48):
         q = random_problem(700 + seed, T=5 + seed % 3)
         lo, hi = min_feasible_ram(q), store_all_peak(q)
@@ -213,6 +213,7 @@ def test_binary_keep_columns_and_keepcap_rows_lose_no_plan():
         except InfeasibleError:
             continue
         model = build_milp(p)
+        shared += len(model.S) - len(set(model.S.values()))     # quiet runs merged
         assert all(v.cat == "Integer" for v in model.S.values())
         assert any(c.name.startswith("keepcap_") for c in model.prob.constraints())
         values = model.encode(opt.plan)
@@ -231,7 +232,25 @@ def test_binary_keep_columns_and_keepcap_rows_lose_no_plan():
             assert (size.columns, size.rows, size.nonzeros) == (
                 m.n_variables, len(cons), sum(len(c) for c in cons) + len(m.prob.objective))
         checked += 1
-    assert checked >= 20
+    assert checked >= 20 and shared >= 10
+
+
+def test_quiet_stages_share_one_keep_column():
+    """Without recomputation or paging, f0 of chain5 is read in stages 1 and 4 only: stages 2 and
+    3 neither read, materialise nor free it, so S[2..4, f0] are one column with no keep row
+    between them (S[2,f0] <= S[1,f0] stays: stage 1 reads f0); f1 (read by L in stage 2 and b1 in 3) has no quiet stage. 8 (stage, node)
+    keep pairs, 6 columns. The optimum (store-all at its 11-byte peak) is unchanged."""
+    p = chain5(budget=11)
+    m = build_milp(p, remat=False, paging=False)
+    assert sorted(m.S) == [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (4, 0), (4, 3)]
+    assert m.S[(2, 0)] is m.S[(3, 0)] is m.S[(4, 0)]
+    assert len({v.name for v in m.S.values()}) == 6
+    keeps = sorted(c.name for c in m.prob.constraints() if c.name.startswith("keep_"))
+    assert keeps == ["keep_1_0", "keep_2_1"]         # keep_2_0 and keep_3_0 are gone
+    assert milp_size(m.space, runtime=False).columns == m.n_variables
+    res = backends.run(m.prob, "highs", time_limit_s=60, gap_rel=0.0, gap_abs=0.0)
+    assert res.status == "optimal" and m.energy_value_j() == pytest.approx(
+        sum(n.compute_j for n in p.nodes))
 
 
 @pytest.mark.parametrize("case", ["remat", "paging", "runtime", "flash"])
