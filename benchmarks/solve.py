@@ -61,7 +61,8 @@ def _zoo_spec(spec: str) -> tuple[str, dict]:
 def zoo_problems(names: list[str], profile: str,
                  granularities: tuple[str, ...] = ("layer",)) -> list[Problem]:
     """Problems for zoo models (batch 1) priced on `profile`; op-level ones are named name/op.
-    A name may carry builder options: "bert:num_layers=8"."""
+    A name may carry builder options: "bert:num_layers=8"; "resnet18:blocks=8" has 8
+    BasicBlocks per stage instead of 2."""
     import torch
 
     from poet import zoo
@@ -80,6 +81,12 @@ def zoo_problems(names: list[str], profile: str,
                 torch.manual_seed(0)
                 model = zoo.TinyBERT(num_layers=layers, **{k: v for k, v in options.items()
                                                           if k != "num_layers"})
+            elif name == "resnet18" and "blocks" in options:
+                # deeper than ResNet-18: the zoo's class with `blocks` BasicBlocks per stage
+                _, loss_fn, x, y = zoo.get(name, batch_size=1)
+                torch.manual_seed(0)
+                model = zoo.ResNet18(blocks=options["blocks"], **{k: v for k, v in options.items()
+                                                                  if k != "blocks"})
             else:
                 model, loss_fn, x, y = zoo.get(name, batch_size=1, **options)
             graph = extract(model, loss_fn, x, y, granularity=gran)

@@ -109,9 +109,10 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 for 32x32 inputs: 3x3 stem, four stages of two BasicBlocks."""
+    """ResNet-18 for 32x32 inputs: 3x3 stem, four stages of two BasicBlocks (`blocks` per stage
+    otherwise: 8 gives a 66-layer network; benchmarks/solve.py uses it for deeper graphs)."""
 
-    def __init__(self, num_classes: int = 10, width: int = 64):
+    def __init__(self, num_classes: int = 10, width: int = 64, blocks: int = 2):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -121,7 +122,8 @@ class ResNet18(nn.Module):
         for i, mult in enumerate((1, 2, 4, 8)):
             out_ch = width * mult
             stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(in_ch, out_ch, stride), BasicBlock(out_ch, out_ch, 1)))
+            stages.append(nn.Sequential(BasicBlock(in_ch, out_ch, stride),
+                                        *(BasicBlock(out_ch, out_ch, 1) for _ in range(blocks - 1))))
             in_ch = out_ch
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
