@@ -66,6 +66,18 @@ def test_resnet18_shape():
     assert sum(p.numel() for p in model.parameters()) == 11_173_962  # CIFAR ResNet-18, 10 classes
 
 
+def test_resnet18_class_with_more_blocks_per_stage():
+    """ResNet18(blocks=3): 12 BasicBlocks, so 1 + 24 + 3 convs; the 4 extra blocks add two 3x3
+    convs each (64, 128, 256, 512 channels: 2 x 9 x c^2 weights) and two BatchNorms (4c)."""
+    model = zoo.ResNet18(blocks=3)
+    assert sum(isinstance(m, zoo.BasicBlock) for m in model.modules()) == 12
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 28
+    extra = sum(2 * 9 * c * c + 4 * c for c in (64, 128, 256, 512))
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962 + extra
+    out = model(torch.randn(1, 3, 32, 32))
+    assert tuple(out.shape) == (1, 10)
+
+
 def test_mobilenetv2_width_and_size_options():
     small = zoo.get("mobilenetv2", width_mult=0.35, image_size=64)
     base = zoo.get("mobilenetv2")
