@@ -4,7 +4,9 @@
     result.status, result.objective_j, result.gap, result.schedule
 
 MILP strategies ("poet" = recompute + page, "remat" = recompute only (Checkmate), "paging" =
-page only) build the staged MILP of `solver.milp` and solve it in three phases:
+page only) run their heuristics first; if the best is within the gap of the store-all energy
+(which bounds every schedule: each node is computed at least once), the call ends there. Else
+they build the staged MILP of `solver.milp` and solve it in three phases:
 1. the LP relaxation, whose value bounds every schedule of the MILP's space (if the best
    heuristic schedule is already within the gap of it, the call ends here);
 2. the LP neighbourhood: the MILP with every recompute, page-in and page-out fixed at 0 that is 0
@@ -119,6 +121,10 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     if trivial is not None:
         return trivial
     found = _heuristics(call, starts)
+    e0, best = problem.store_all_energy_j, min((v[1].energy_j for v in found.values()), default=0)
+    if found and best - e0 <= call.gap * best:   # every schedule spends at least store-all's
+        return _without_milp(call, found, "not-run", "within the gap of the store-all energy, "
+                             "which no schedule spends less than")
     orders = candidate_orders(problem) if reorder else [tuple(range(problem.T))]
     if len(orders) == 1:
         return _solve_in_order(call, found, neighbourhood)
@@ -555,15 +561,18 @@ def _safe_bound(call: _Call, search: _Search, run, bound_j: float | None,
 
 
 def _without_milp(call: _Call, found: Found, milp_status: str, message: str) -> SolveResult:
-    """The result when the MILP was not built (the deadline passed, or it is too large): the
-    cheapest schedule found, "feasible" (no proof), or "timeout-without-solution"."""
+    """The result when the MILP was not built (the deadline passed, it is too large, or the
+    store-all energy already proves the gap): the cheapest schedule found, its gap against the
+    store-all energy (which no schedule spends less than), so "optimal" within the gap or
+    "feasible"; or "timeout-without-solution"."""
     common = {"milp_status": milp_status, "message": message, "setup_s": call.elapsed(),
               "baselines_j": {k: v[1].energy_j for k, v in found.items()}}
     call.say(f"{call.strategy}: {message}")
     if not found:
         return call.result("timeout-without-solution", None, None, **common)
     name, (sched, rep) = min(found.items(), key=lambda kv: kv[1][1].energy_j)
-    return call.result("feasible", sched, rep, source=name, **common)
+    return call.result("feasible", sched, rep, source=name,
+                       bound_j=call.problem.store_all_energy_j, **common)
 
 
 def _pick_best(call: _Call, search: _Search, run) -> SolveResult:

@@ -148,6 +148,23 @@ def test_poet_never_worse_than_baselines_or_single_techniques(seed):
                 assert single.objective_j <= e * (1 + 1e-9), name
 
 
+def test_a_heuristic_within_the_gap_of_store_all_needs_no_milp():
+    """Every schedule computes each node at least once, so store-all's energy (the sum of the
+    computes' joules) bounds every schedule: a heuristic within the gap of it is "optimal"
+    before any MILP is built; a gap below its overhead builds one."""
+    p = random_problem(300, T=10, budget_frac=0.3)
+    e0 = sum(n.compute_j for n in p.nodes)
+    tight = solve(p, gap=1e-9, reorder=False)
+    best = min(tight.baselines_j.values())
+    assert best > e0 and tight.n_variables > 0 and tight.milp_status != "not-run"
+    loose = solve(p, gap=1.01 * (best - e0) / best, reorder=False)
+    assert (loose.status, loose.milp_status, loose.n_variables) == ("optimal", "not-run", 0)
+    assert loose.bound_j == pytest.approx(e0, rel=1e-12) and loose.objective_j == best
+    assert loose.gap == pytest.approx((best - e0) / best) and loose.gap_overhead == 1.0
+    assert "store-all energy" in loose.message
+    _check_result(p, loose)
+
+
 def test_starts_bound_the_result_and_are_checked():
     p = random_problem(300, T=10, budget_frac=0.3)   # store-all does not fit, both others do
     paging = solve(p, strategy="paging", gap=0.0, reorder=False)
@@ -159,7 +176,8 @@ def test_starts_bound_the_result_and_are_checked():
     assert "start:paging" in poet.baselines_j and "start:remat" in poet.baselines_j
     assert paging.report.n_page_out > 0
     # in another order of first computes store-all fits (f2 before f1 peaks at 21,504 bytes)
-    other = solve(p, gap=0.5, starts=[paging.schedule, remat.schedule])
+    # (a tight gap: at 0.5 the heuristics, within 50% of store-all's energy, would end the call)
+    other = solve(p, gap=1e-6, starts=[paging.schedule, remat.schedule])
     assert (other.status, other.source) == ("optimal", "store_all")
     assert other.objective_j == pytest.approx(p.store_all_energy_j, rel=1e-12)
     assert other.report.peak_ram_bytes == 21504 <= p.ram_budget_bytes
