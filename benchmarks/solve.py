@@ -58,6 +58,11 @@ def _zoo_spec(spec: str) -> tuple[str, dict]:
     return name, options
 
 
+# depth beyond what the zoo builds: (option, the zoo's largest value, None where the zoo has no
+# such option; the zoo class that takes it), built on the zoo's batch and loss
+_DEEPER = {"bert": ("num_layers", 4, "TinyBERT"), "resnet18": ("blocks", None, "ResNet18")}
+
+
 def zoo_problems(names: list[str], profile: str,
                  granularities: tuple[str, ...] = ("layer",)) -> list[Problem]:
     """Problems for zoo models (batch 1) priced on `profile`; op-level ones are named name/op.
@@ -72,21 +77,12 @@ def zoo_problems(names: list[str], profile: str,
     for spec in names:
         name, options = _zoo_spec(spec)
         for gran in granularities:
-            if name == "bert" and options.get("num_layers", 2) > 4:
-                # deeper than the zoo's 2-4 blocks: the zoo's TinyBERT class with more encoder
-                # blocks, on the zoo's batch and loss
-                layers = options["num_layers"]
-                _, loss_fn, x, y = zoo.get(name, batch_size=1,
-                                           **{**options, "num_layers": 2})
+            key, zoo_max, cls = _DEEPER.get(name, (None, None, None))
+            if key in options and (zoo_max is None or options[key] > zoo_max):
+                others = {k: v for k, v in options.items() if k != key}
+                _, loss_fn, x, y = zoo.get(name, batch_size=1, **others)
                 torch.manual_seed(0)
-                model = zoo.TinyBERT(num_layers=layers, **{k: v for k, v in options.items()
-                                                          if k != "num_layers"})
-            elif name == "resnet18" and "blocks" in options:
-                # deeper than ResNet-18: the zoo's class with `blocks` BasicBlocks per stage
-                _, loss_fn, x, y = zoo.get(name, batch_size=1)
-                torch.manual_seed(0)
-                model = zoo.ResNet18(blocks=options["blocks"], **{k: v for k, v in options.items()
-                                                                  if k != "blocks"})
+                model = getattr(zoo, cls)(**{key: options[key]}, **others)
             else:
                 model, loss_fn, x, y = zoo.get(name, batch_size=1, **options)
             graph = extract(model, loss_fn, x, y, granularity=gran)

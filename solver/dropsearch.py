@@ -17,9 +17,10 @@ space there is mostly a choice, per forward tensor read by the backward, of how 
 `drop_search` searches these choices: a lazy greedy takes the change (one tensor's mode, or a
 tensor dropped with the operands its recompute reads held) with the most RAM overflow removed
 per joule until the plan fits; then each drop in turn is taken back and the greedy refits the
-plan without it, kept where that is cheaper. Each candidate is a `StagedPlan`
-priced by `plan_energy`, and its instructions walked by a byte count that follows `solver.simulate.Machine`'s
-(checked against the simulator in tests/test_dropsearch.py); the plan returned is checked by
+plan without it, kept where that is cheaper. Each candidate is a `StagedPlan` priced by
+`plan_energy`, and its instructions walked by a byte count that follows
+`solver.simulate.Machine`'s (checked against the simulator in tests/test_dropsearch.py); the
+plan returned is checked by
 the simulator through `plan_to_schedule` by the caller (`solver.starts.run_drop_search`).
 """
 
@@ -29,7 +30,7 @@ import heapq
 import time
 from dataclasses import dataclass
 
-from .plans import StagedPlan, _emit, copies, plan_energy
+from .plans import StagedPlan, emit_instructions, plan_energy
 from .problem import Problem
 
 RECOMPUTE_MODES = ("each", "once")
@@ -96,14 +97,14 @@ class DropSearch:
 
     def overflow(self, plan: StagedPlan) -> tuple[int, int]:
         """(sum over instructions of the RAM above the budget, peak RAM) of the plan's
-        minimal-residency instructions (`solver.plans._emit`), counted as
+        minimal-residency instructions (`solver.plans.emit_instructions`), counted as
         `solver.simulate.Machine` counts (flash above its budget counts as RAM overflow)."""
         self.evals += 1
         p = self.problem
         nodes, budget, fbudget = p.nodes, p.ram_budget_bytes, p.flash_budget_bytes
         ram = peak = p.static_bytes
         flash = over = 0
-        for op, i, _ in _emit(plan, copies(p, plan)):
+        for op, i, _ in emit_instructions(p, plan):
             b = nodes[i].out_bytes
             if op == "free":
                 ram -= b

@@ -516,7 +516,7 @@ def milp_size(space: StagedSpace, *, runtime: bool, cutoff: bool = False,
     n_s = n_r = n_p = n_l = 0
     for i in range(T):
         for t in space.stages(i):
-            n_s += not (t - 1 > i and _quiet(space, t - 1, i, space.free_positions(t - 1, i)))
+            n_s += 1
             n_r += space.can_recompute(t, i)
             n_p += space.can_page_in(t, i)
             n_l += space.pageable[i] and space.flash_binds
@@ -536,8 +536,9 @@ def milp_size(space: StagedSpace, *, runtime: bool, cutoff: bool = False,
             rows += mi > 1
             nnz += mi if mi > 1 else 0
             kept = (t + 1) in space.stages(i)
-            if kept and t > i and _quiet(space, t, i, free[i]):
-                continue                     # S[t+1,i] is S[t,i]: no keep_ row
+            if kept and _quiet(space, t, i, free[i]):
+                n_s -= 1                     # S[t+1,i] is S[t,i]: no column, no keep_ row
+                continue
             if kept or free[i]:
                 rows += 1
                 nnz += kept + mi + len(free[i])

@@ -106,10 +106,12 @@ def copies(problem: Problem, plan: StagedPlan) -> list[Copy]:
     return order
 
 
-def _emit(plan: StagedPlan, order: list[Copy]) -> list[tuple[str, int, int]]:
-    """The minimal-residency instructions of the plan as (op, node, stage): each copy freed
-    right after its last reader (a copy nobody reads right after it is made), each flash copy
-    dropped right after its last page-in (right after its page-out if never paged in)."""
+def emit_instructions(problem: Problem, plan: StagedPlan) -> list[tuple[str, int, int]]:
+    """The minimal-residency instructions of the plan as (op, node, stage), unchecked: each
+    copy freed right after its last reader (a copy nobody reads right after it is made), each
+    flash copy dropped right after its last page-in (right after its page-out if never paged
+    in). `plan_to_instructions` checks them."""
+    order = copies(problem, plan)
     frees_at: dict[tuple[int, int], list[int]] = {}
     for c in order:
         at = c.last_use if c.last_use is not None else (c.stage, c.node)
@@ -154,7 +156,7 @@ def plan_to_instructions(problem: Problem, plan: StagedPlan) -> list[tuple[str, 
     dropped right after its last page-in (right after its page-out if never paged in).
     Raises PlanError if the plan breaks its layout or a rule (a tensor read while not
     resident, a page-in of a node not paged out)."""
-    emitted = _emit(plan, copies(problem, plan))
+    emitted = emit_instructions(problem, plan)
     _check_rules(problem, emitted)
     return [(op, i) for op, i, _ in emitted]
 
@@ -208,7 +210,7 @@ def drop_useless(problem: Problem, plan: StagedPlan) -> StagedPlan:
     """The plan without copies nobody reads (recomputes and page-ins; first computes stay) and
     without page-outs never paged in: same validity, no more RAM, energy or time. Raises
     PlanError if the plan itself breaks a rule (dropping unread copies keeps it valid)."""
-    _check_rules(problem, _emit(plan, copies(problem, plan)))
+    _check_rules(problem, emit_instructions(problem, plan))
     while True:
         order = copies(problem, plan)
         useless = {(c.stage, c.node) for c in order

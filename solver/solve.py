@@ -80,7 +80,7 @@ from .result import SolveResult, gaps, within_gap
 from .schedule import Schedule
 from .simulate import SimReport, min_feasible_ram, simulate
 from .staged import staged_space
-from .starts import Found, best_start, check_start, run_baseline, run_drop_search
+from .starts import Found, best_start, run_baseline, run_heuristics
 from .strategies import Strategy, fallbacks, get_strategy
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     if trivial is not None:
         return trivial
     found = _heuristics(call, starts)
-    e0, best = problem.store_all_energy_j, min((v[1].energy_j for v in found.values()), default=0)
-    if found and best - e0 <= call.gap * best:   # every schedule spends at least store-all's
+    e0 = problem.store_all_energy_j          # every schedule spends at least store-all's
+    if found and within_gap(gaps(min(r.energy_j for _, r in found.values()), e0, e0)[0], call.gap):
         return _without_milp(call, found, "not-run", "within the gap of the store-all energy, "
                              "which no schedule spends less than")
     orders = candidate_orders(problem) if reorder else [tuple(range(problem.T))]
@@ -299,30 +299,11 @@ def _heuristics(call: _Call, starts: Sequence[Schedule]) -> Found:
     call.say(f"{call.strategy}: running baselines {', '.join(names)}")
     t0 = time.perf_counter()
     try:
-        return _run_heuristics(call, names, starts)
+        found, call.stopped = run_heuristics(call.problem, call.spec, names, starts,
+                                             call.time_limit_s, call.deadline)
+        return found
     finally:
         call.heuristics_s = time.perf_counter() - t0
-
-
-def _run_heuristics(call: _Call, names: tuple[str, ...], starts: Sequence[Schedule]) -> Found:
-    found: Found = {}
-    for k, name in enumerate(names):
-        try:
-            got = run_baseline(call.problem, name, deadline=call.deadline)
-        except DeadlineReached as e:
-            rest = names[k + 1:]
-            call.stopped = (f"time limit reached while running the heuristic {name} "
-                            f"({e.done} instructions)"
-                            + (f"; {', '.join(rest)} not run" if rest else ""))
-            break
-        if got is not None:
-            found[name] = got
-    if call.stopped is None and (got := run_drop_search(call.problem, call.spec, found,
-                                                        call.time_limit_s, call.deadline)):
-        found["drop_search"] = got
-    for k, given in enumerate(starts):
-        found[f"start:{given.strategy}"] = check_start(call.problem, given, k, call.spec)
-    return found
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
-from .errors import InfeasibleError, ScheduleError
+from .errors import DeadlineReached, InfeasibleError, ScheduleError
 from .dropsearch import drop_search
 from .milp import MilpModel
 from .plans import StagedPlan, plan_energy, plan_to_schedule
@@ -77,6 +78,33 @@ def run_drop_search(problem: Problem, spec: Strategy, found: Found, time_limit_s
         return None
     return _simulated(problem, plan_to_schedule(problem, plan, strategy="drop_search"),
                       "drop_search")
+
+
+def run_heuristics(problem: Problem, spec: Strategy, names: Sequence[str],
+                   starts: Sequence[Schedule], time_limit_s: float, deadline: float | None
+                   ) -> tuple[Found, str | None]:
+    """The baselines `names` that fit, the drop search's schedule (`run_drop_search`) and the
+    caller's starts (`check_start`: ValueError for one that cannot serve), by name; and why the
+    baselines stopped early (the deadline passed: the rest and the drop search are not run),
+    or None."""
+    found: Found = {}
+    stopped = None
+    for k, name in enumerate(names):
+        try:
+            got = run_baseline(problem, name, deadline=deadline)
+        except DeadlineReached as e:
+            rest = names[k + 1:]
+            stopped = (f"time limit reached while running the heuristic {name} "
+                       f"({e.done} instructions)"
+                       + (f"; {', '.join(rest)} not run" if rest else ""))
+            break
+        if got is not None:
+            found[name] = got
+    if stopped is None and (got := run_drop_search(problem, spec, found, time_limit_s, deadline)):
+        found["drop_search"] = got
+    for k, given in enumerate(starts):
+        found[f"start:{given.strategy}"] = check_start(problem, given, k, spec)
+    return found, stopped
 
 
 def check_start(problem: Problem, given: Schedule, k: int, spec: Strategy

@@ -19,6 +19,7 @@ from solver.generators import random_problem
 from solver.milp import build_milp, milp_size
 from solver.reductions import Stage
 from solver.simulate import store_all_peak
+from solver import starts as starts_module
 from solver.starts import run_baseline, run_drop_search
 from solver.strategies import fallbacks, get_strategy
 
@@ -136,7 +137,7 @@ def test_solve_keeps_finished_heuristics_when_one_passes_the_deadline(monkeypatc
     def dtr_late(problem, name, deadline=None):
         return real(problem, name, time.perf_counter() - 1.0 if name == "dtr" else deadline)
 
-    monkeypatch.setattr(solve_module, "run_baseline", dtr_late)
+    monkeypatch.setattr(starts_module, "run_baseline", dtr_late)
     res = solver.solve(p, time_limit_s=60)
     assert res.status == "feasible" and res.source == "sqrtn"
     assert re.fullmatch(r"time limit reached while running the heuristic dtr \(\d+ instructions\)"
@@ -178,8 +179,9 @@ def test_too_large_milp_returns_the_heuristic_with_the_estimate(monkeypatch):
 def test_too_large_milp_without_any_heuristic_is_a_one_line_error(monkeypatch):
     p = _chain(40)
     monkeypatch.setattr(limits, "available_bytes", lambda: 2 ** 20)
-    monkeypatch.setattr(solve_module, "run_baseline", lambda *a, **k: None)
-    monkeypatch.setattr(solve_module, "run_drop_search", lambda *a, **k: None)
+    for module in (solve_module, starts_module):
+        monkeypatch.setattr(module, "run_baseline", lambda *a, **k: None)
+    monkeypatch.setattr(starts_module, "run_drop_search", lambda *a, **k: None)
     with pytest.raises(TooLargeError, match=r"^the MILP is too large for this machine \([\d,]+ "
                                             r"columns.*1 MiB available\), and no heuristic") as e:
         solver.solve(p, time_limit_s=60)

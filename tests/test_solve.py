@@ -239,7 +239,7 @@ def test_auto_backend_prefers_highs():
 def test_lp_neighbourhood_can_end_the_solve_at_the_lp_bound(backend, monkeypatch):
     from solver.bounds import lp_bound
     # the drop search finds this optimum by itself: without it, the neighbourhood must
-    monkeypatch.setattr(importlib.import_module("solver.solve"), "run_drop_search",
+    monkeypatch.setattr(importlib.import_module("solver.starts"), "run_drop_search",
                         lambda *a, **k: None)
     p = random_problem(18, T=30, budget_frac=0.2)
     res = solve(p, backend=backend, gap=0.0, reorder=False)
