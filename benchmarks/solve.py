@@ -60,6 +60,8 @@ def _zoo_spec(spec: str) -> tuple[str, dict]:
 
 # depth beyond what the zoo builds: (option, the zoo's largest value, None where the zoo has no
 # such option; the zoo class that takes it), built on the zoo's batch and loss
+# the scale curve's deeper ResNets: BasicBlocks per stage (op level: T = 37 + 72 N, 1,045 at 14)
+DEEP_RESNET_BLOCKS = (4, 8, 14)
 _DEEPER = {"bert": ("num_layers", 4, "TinyBERT"), "resnet18": ("blocks", None, "ResNet18")}
 
 
@@ -172,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--granularity", nargs="*", default=None, choices=["layer", "op"],
                     help="zoo graphs at these granularities (default layer)")
     ap.add_argument("--scale", action="store_true",
-                    help="scale curve: zoo graphs (all models and BERT with 4 and 8 "
-                         "blocks, layer and op level unless given) "
+                    help="scale curve: zoo graphs (all models, BERT with 4 and 8 blocks and "
+                         "ResNet-18 with 4, 8 and 14 blocks per stage, layer and op level unless "
+                         "given) "
                          "smallest first, at 50%% of the budget range, default backend, gap "
                          "1e-3 and 600 s unless given; a model family stops at its first graph that misses")
     ap.add_argument("--chains", nargs="*", type=int, default=[],
@@ -241,7 +244,8 @@ def scale_curve(args, ap) -> int:
                  for T in args.chains]
     if not args.no_zoo:
         from poet import zoo as zoo_mod
-        names = args.zoo or zoo_mod.names() + [f"bert:num_layers={n}" for n in (4, 8)]
+        names = args.zoo or (zoo_mod.names() + [f"bert:num_layers={n}" for n in (4, 8)]
+                             + [f"resnet18:blocks={n}" for n in DEEP_RESNET_BLOCKS])
         problems += zoo_problems(names, args.profile, tuple(args.granularity or ["layer", "op"]))
     problems.sort(key=lambda p: p.T)
     backend = (args.backends or [resolve_backend("auto")])[0]
