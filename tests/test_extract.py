@@ -25,6 +25,8 @@ from poet._extract import ExtractError, extract
 from poet.graph import TrainingGraph, run_node
 from poet.opcosts import FLOP_OVERRIDES
 
+from conftest import rnn_bitwise
+
 REPO = Path(__file__).resolve().parents[1]
 FAST_ZOO = ["mlp", "cnn_dropout_bn", "bert", "resnet18", "vgg11", "ds_cnn", "sensor_cnn1d"]
 SLOW_ZOO = ["mobilenetv2"]
@@ -76,7 +78,7 @@ def replay(graph, model, x, y, seed=7):
     return m, values
 
 
-def assert_replay_bitwise(graph, zm, seed=7, sizes_exact=True):
+def assert_replay_bitwise(graph, zm, seed=7, sizes_exact=True, grads_bitwise=True):
     model, loss_fn, x, y = zm
     eager, loss = eager_step(model, loss_fn, x, y, seed, trainable=set(graph.trainable))
     replayed, values = replay(graph, model, x, y, seed)
@@ -86,7 +88,11 @@ def assert_replay_bitwise(graph, zm, seed=7, sizes_exact=True):
     grads = {n: p.grad for n, p in eager.named_parameters() if p.grad is not None}
     assert set(grads) == set(graph.grad_values)
     for pname, value in graph.grad_values.items():
-        assert torch.equal(values[value], grads[pname]), pname
+        if grads_bitwise:
+            assert torch.equal(values[value], grads[pname]), pname
+        else:
+            diff = (values[value] - grads[pname]).abs().max()
+            assert diff <= 1e-6 * grads[pname].abs().max(), (pname, float(diff))
     for (bname, b_eager), (_, b_replay) in zip(eager.named_buffers(), replayed.named_buffers()):
         assert torch.equal(b_eager, b_replay), bname
     assert torch.equal(torch.get_rng_state(), _rng_after_eager(model, loss_fn, x, y, seed))
@@ -517,7 +523,8 @@ def test_torch_nn_building_blocks(block):
     check_structure(graph)
     assert graph.total_flops == eager_flops(*zm)
     # the CPU LSTM's fake kernel reports a 0-byte workspace where the real one allocates it
-    assert_replay_bitwise(graph, zm, sizes_exact=block != "lstm_gru")
+    assert_replay_bitwise(graph, zm, sizes_exact=block != "lstm_gru",
+                          grads_bitwise=block != "lstm_gru" or rnn_bitwise())
     store_all_report(graph)
     if block == "sdpa":  # q, k, v: B=2, H=2, L=S=8, D=8; FLOP counts by hand
         b, h, l, d = 2, 2, 8, 8

@@ -34,6 +34,7 @@ from poet.resolve import resolve_problem, structural_problem
 from solver import Schedule, ScheduleError
 from solver.baselines import get_baseline
 
+from conftest import rnn_bitwise
 from replay_schedules import mixed, page_all, recompute_all
 
 _GRAPHS: dict = {}
@@ -556,8 +557,9 @@ def recurrent_schedule(problem, strategy: str):
 
 def assert_recurrent_replay(graph, zm, problem, schedule, *, bitwise_to_eager: bool):
     """verify() on a recurrent model: the executor's loss and gradients equal those of the graph's
-    own evaluator (run_node in id order) bitwise, and eager's (bitwise where the extracted
-    graph is), recomputes and page-ins reproduce the first compute's bytes, frees release.
+    own evaluator (run_node in id order) bitwise, and eager's (bitwise where the extracted graph is
+    and `rnn_bitwise()` holds; else within 1e-6), recomputes and page-ins reproduce the first
+    compute's bytes, frees release.
 
     The RAM trace is not compared, because the extracted sizes are off in two known places
     (extractor matters): torch's fake CPU LSTM kernel reports a 0-byte workspace output where
@@ -567,7 +569,8 @@ def assert_recurrent_replay(graph, zm, problem, schedule, *, bitwise_to_eager: b
     report = verify(graph, schedule, zm.model, zm.inputs, zm.targets, problem=problem)
     assert report.value_mismatches == [] and report.frees_not_released == 0 and report.rng_equal
     assert report.loss_diff == 0.0 and report.max_rel_grad_diff <= 1e-6
-    assert report.bitwise == bitwise_to_eager
+    if rnn_bitwise():
+        assert report.bitwise == bitwise_to_eager
     res = execute(graph, schedule, copy.deepcopy(zm.model), zm.inputs, zm.targets, problem=problem)
     values = run_in_id_order(graph, zm)
     assert torch.equal(res.loss, values[graph.loss_value])
