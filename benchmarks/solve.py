@@ -58,10 +58,10 @@ def _zoo_spec(spec: str) -> tuple[str, dict]:
     return name, options
 
 
-# depth beyond what the zoo builds: (option, the zoo's largest value, None where the zoo has no
-# such option; the zoo class that takes it), built on the zoo's batch and loss
 # the scale curve's deeper ResNets: BasicBlocks per stage (op level: T = 37 + 72 N, 1,045 at 14)
 DEEP_RESNET_BLOCKS = (4, 8, 14)
+# depth beyond what the zoo builds: (option, the zoo's largest value, None where the zoo has no
+# such option; the zoo class that takes it), built on the zoo's batch and loss
 _DEEPER = {"bert": ("num_layers", 4, "TinyBERT"), "resnet18": ("blocks", None, "ResNet18")}
 
 
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", action="store_true",
                     help="scale curve: zoo graphs (all models, BERT with 4 and 8 blocks and "
                          "ResNet-18 with 4, 8 and 14 blocks per stage, layer and op level unless "
-                         "given) "
-                         "smallest first, at 50%% of the budget range, default backend, gap "
+                         "given) smallest first, at 50%% of the budget range, default backend, gap "
                          "1e-3 and 600 s unless given; a model family stops at its first graph that misses")
     ap.add_argument("--chains", nargs="*", type=int, default=[],
                     help="with --scale: also random training-step chains of these sizes "
