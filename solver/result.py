@@ -41,7 +41,8 @@ class SolveResult:
     milp_objective_j: float | None = None
     store_all_energy_j: float = 0.0
     baselines_j: dict[str, float] = field(default_factory=dict)
-    # (seconds from the call, best schedule's joules, best bound's joules), over all phases
+    # (seconds from the call, best schedule's joules, best bound's joules), over all phases;
+    # a MILP result's first point is the heuristics' end (bound None: no MILP bound yet)
     trajectory: list[tuple[float, float | None, float | None]] = field(default_factory=list)
     setup_s: float = 0.0        # from the call to the branch and bound's start
     heuristics_s: float = 0.0   # of which running the fallback heuristics
@@ -54,8 +55,12 @@ class SolveResult:
     def time_to_gap(self, gap: float) -> float | None:
         """Seconds from the call until the best schedule was within `gap` (relative to total
         energy) of the best bound, by the trajectory of all phases (the LP bound holds from the
-        moment it is known); None if that never happened."""
+        moment it is known, and the store-all energy, which no schedule spends less than, from
+        the start: the heuristics' point needs no MILP bound); None if that never happened."""
+        floor = self.store_all_energy_j if self.store_all_energy_j > 0 else None
         for s, obj, bound in self.trajectory:
+            if bound is None or (floor is not None and bound < floor):
+                bound = floor
             if obj is not None and bound is not None and obj > 0 and (obj - bound) / obj <= gap:
                 return s
         if self.gap is not None and self.gap <= gap:

@@ -176,6 +176,7 @@ class _Call:
     t_start: float = field(default_factory=time.perf_counter)
     stopped: str | None = None      # why the heuristics stopped early (the deadline), if they did
     heuristics_s: float = 0.0       # seconds the fallback heuristics took
+    heuristics_end_s: float | None = None   # seconds from the call to their end
 
     @property
     def strategy(self) -> str:
@@ -210,6 +211,12 @@ class _Call:
         if sched is not None:
             sched.strategy = self.strategy
             sched.predicted = rep.predicted()
+        base = kw.get("baselines_j")
+        if "trajectory" in kw and base and self.heuristics_end_s is not None:
+            # the first point: the best heuristic, known when they end, with no bound of the
+            # MILP yet (time_to_gap still measures it against the store-all energy)
+            kw["trajectory"] = [(self.heuristics_end_s, min(base.values()), None),
+                                *kw["trajectory"]]
         res = SolveResult(status=status, schedule=sched, objective_j=obj, bound_j=bound, gap=g,
                           gap_overhead=go, solve_s=self.elapsed(), report=rep,
                           strategy=self.strategy, store_all_energy_j=e0,
@@ -304,6 +311,7 @@ def _heuristics(call: _Call, starts: Sequence[Schedule]) -> Found:
         return found
     finally:
         call.heuristics_s = time.perf_counter() - t0
+        call.heuristics_end_s = call.elapsed()
 
 
 # ---------------------------------------------------------------------------------------------

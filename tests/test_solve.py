@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 import math
 
@@ -264,14 +266,50 @@ def test_neighbourhood_keeps_the_optimum_and_its_bound_holds_from_the_start(seed
     assert res.objective_j == pytest.approx(plain.objective_j, rel=1e-9)
     _check_result(p, res)
     lp = lp_bound(p)
-    first = res.trajectory[0]
-    assert first[2] == pytest.approx(lp, rel=1e-9)     # the LP bound, as soon as it is known
+    first, second = res.trajectory[:2]
+    # the heuristics' end: their best schedule, no MILP bound yet; then the LP bound
     assert first[1] == pytest.approx(min(res.baselines_j.values()), rel=1e-12)
+    assert first[2] is None and 0 < first[0] <= second[0]
+    assert first[0] == pytest.approx(res.heuristics_s, abs=0.5)
+    assert second[2] == pytest.approx(lp, rel=1e-9)     # the LP bound, as soon as it is known
+    assert second[1] == first[1]
     times = [s for s, _, _ in res.trajectory]
     assert times == sorted(times) and times[-1] <= res.solve_s
     assert all(b is None or b >= lp * (1 - 1e-9) for _, _, b in res.trajectory)
     assert all(b is None or b <= res.objective_j * (1 + 1e-7) for _, _, b in res.trajectory)
     assert res.time_to_gap(1.0) == pytest.approx(first[0])
+
+
+def test_time_to_gap_counts_the_store_all_energy_as_a_bound_from_the_start():
+    """Store-all's energy bounds every schedule, so a heuristic within the gap of it is proven
+    before any MILP bound: by hand, store-all 1.0 J, the heuristics' best 1.005 J at 0.5 s, the
+    LP bound 1.0049 J at 2 s."""
+    from solver.result import SolveResult
+    res = SolveResult(status="optimal", schedule=None, objective_j=1.005, bound_j=1.0049,
+                      gap=1e-4, gap_overhead=None, solve_s=3.0, n_variables=1, n_constraints=1,
+                      report=None, strategy="poet", backend="highs", store_all_energy_j=1.0,
+                      trajectory=[(0.5, 1.005, None), (2.0, 1.005, 1.0049)])
+    assert res.time_to_gap(0.01) == 0.5          # (1.005 - 1.0) / 1.005 = 0.50% <= 1%
+    assert res.time_to_gap(0.004) == 2.0         # 0.50% > 0.4%; (1.005 - 1.0049) / 1.005 <= 0.4%
+    assert res.time_to_gap(1e-4) == 2.0          # 9.95e-5
+    assert res.time_to_gap(9e-5) is None         # never, and the final gap 1e-4 is above it
+    below = dataclasses.replace(res, trajectory=[(0.5, 1.005, 0.9)])   # a bound below the floor
+    assert below.time_to_gap(0.006) == 0.5
+
+
+def test_a_real_solve_is_within_1pct_when_its_heuristics_end():
+    """A random problem whose best heuristic is within 1% of store-all but not within the
+    requested gap: the 1% is reached at the heuristics' end, by the store-all energy."""
+    for seed in range(40):
+        p = random_problem(seed, T=30, budget_frac=0.6)
+        res = solve(p, gap=0.0, reorder=False)
+        best = min(res.baselines_j.values())
+        if res.trajectory and 1e-6 < best / p.store_all_energy_j - 1 < 0.01:
+            break
+    else:
+        pytest.fail("no random problem with a heuristic within 1% of store-all")
+    assert res.time_to_gap(0.01) == res.trajectory[0][0] <= res.heuristics_s + 0.5
+    assert res.trajectory[0][2] is None
 
 
 def test_lp_neighbourhood_frees_only_lp_and_start_columns_and_restores_bounds():
