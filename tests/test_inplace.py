@@ -154,7 +154,9 @@ def test_readers_of_the_input_keep_it_out_of_place():
 
 def _replay_at_minimum(graph, model, x, y, problem, opt=None):
     budgeted = problem.with_budgets(ram_budget_bytes=solver.min_feasible_ram(problem))
-    schedule = solver.solve(budgeted, strategy="poet", time_limit_s=60).schedule
+    # any schedule at the minimum serves the replay: on MobileNetV2 (train="all") a 60 s limit
+    # ran out at DTR's energy (66 s here), 15 s returns that schedule in 6 s
+    schedule = solver.solve(budgeted, strategy="poet", time_limit_s=15).schedule
     sim = solver.simulate(budgeted, schedule)
     res = execute(graph, schedule, model, x, y, problem=budgeted, check_values=True, optimizer=opt)
     assert res.ram_trace == sim.ram_trace and res.peak_ram_bytes == sim.peak_ram_bytes
