@@ -62,7 +62,29 @@ def _zoo_spec(spec: str) -> tuple[str, dict]:
 DEEP_RESNET_BLOCKS = (4, 8, 14)
 # depth beyond what the zoo builds: (option, the zoo's largest value, None where the zoo has no
 # such option; the zoo class that takes it), built on the zoo's batch and loss
-_DEEPER = {"bert": ("num_layers", 4, "TinyBERT"), "resnet18": ("blocks", None, "ResNet18")}
+_DEEPER = {"bert": ("num_layers", 4, "TinyBERT"), "resnet18": ("blocks", None, "ResNet18"),
+           "mobilenetv2": ("repeats", None, "MobileNetV2")}
+# the scale curve's deeper MobileNetV2s: each bottleneck of Table 2 repeated this many times as
+# often (op level: T = 452 at 1, the zoo's)
+DEEP_MOBILENET_REPEATS = (2, 3)
+
+
+def _deeper_model(cls: str, key: str, value: int, options: dict):
+    """The zoo class `cls` with `key` = value beyond what the zoo builds. MobileNetV2 takes no
+    depth option: "repeats" multiplies every stage's number of bottlenecks (the n of the
+    paper's Table 2), on the zoo's width, classes and layout."""
+    from poet import zoo
+    if cls != "MobileNetV2":
+        return getattr(zoo, cls)(**{key: value}, **options)
+
+    class DeepMobileNetV2(zoo.MobileNetV2):
+        SETTINGS = tuple((t, c, n * value, s) for t, c, n, s in zoo.MobileNetV2.SETTINGS)
+        PAPER_SETTINGS = tuple((t, c, n * value, s) for t, c, n, s in
+                               zoo.MobileNetV2.PAPER_SETTINGS)
+
+    return DeepMobileNetV2(num_classes=options.get("num_classes", 10),
+                           width_mult=options.get("width", 0.5),
+                           layout=options.get("layout", "cifar"))
 
 
 def zoo_problems(names: list[str], profile: str,
@@ -84,7 +106,7 @@ def zoo_problems(names: list[str], profile: str,
                 others = {k: v for k, v in options.items() if k != key}
                 _, loss_fn, x, y = zoo.get(name, batch_size=1, **others)
                 torch.manual_seed(0)
-                model = getattr(zoo, cls)(**{key: options[key]}, **others)
+                model = _deeper_model(cls, key, options[key], others)
             else:
                 model, loss_fn, x, y = zoo.get(name, batch_size=1, **options)
             graph = extract(model, loss_fn, x, y, granularity=gran)
@@ -174,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--granularity", nargs="*", default=None, choices=["layer", "op"],
                     help="zoo graphs at these granularities (default layer)")
     ap.add_argument("--scale", action="store_true",
-                    help="scale curve: zoo graphs (all models, BERT with 4 and 8 blocks and "
-                         "ResNet-18 with 4, 8 and 14 blocks per stage, layer and op level unless "
-                         "given) smallest first, at 50%% of the budget range, default backend, gap "
+                    help="scale curve: zoo graphs (all models, BERT with 4 and 8 blocks, "
+                         "ResNet-18 with 4, 8 and 14 blocks per stage and MobileNetV2 with 2 and "
+                         "3 times its bottlenecks, layer and op level unless given) smallest first, at 50%% of the budget range, default backend, gap "
                          "1e-3 and 600 s unless given; a model family stops at its first graph that misses")
     ap.add_argument("--chains", nargs="*", type=int, default=[],
                     help="with --scale: also random training-step chains of these sizes "
@@ -244,7 +266,8 @@ def scale_curve(args, ap) -> int:
     if not args.no_zoo:
         from poet import zoo as zoo_mod
         names = args.zoo or (zoo_mod.names() + [f"bert:num_layers={n}" for n in (4, 8)]
-                             + [f"resnet18:blocks={n}" for n in DEEP_RESNET_BLOCKS])
+                             + [f"resnet18:blocks={n}" for n in DEEP_RESNET_BLOCKS]
+                             + [f"mobilenetv2:repeats={n}" for n in DEEP_MOBILENET_REPEATS])
         problems += zoo_problems(names, args.profile, tuple(args.granularity or ["layer", "op"]))
     problems.sort(key=lambda p: p.T)
     backend = (args.backends or [resolve_backend("auto")])[0]

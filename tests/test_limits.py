@@ -221,7 +221,7 @@ def test_every_backend_run_gets_only_the_time_left(monkeypatch):
     p = _chain(40)
     deadline["t"] = time.perf_counter() + 1.0
     res = solver.solve(p, time_limit_s=1.0, reorder=False)
-    assert len(calls) == 2                          # the LP, then the full MILP
+    assert len(calls) == 3              # the segment-cover bound, the LP, then the full MILP
     for limit, left in calls:
         assert 0 < limit <= left + 1e-6, calls
     assert res.status == "feasible" and res.source in ("dtr", "drop_search")
