@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", action="store_true",
                     help="scale curve: zoo graphs (all models, BERT with 4 and 8 blocks, "
                          "ResNet-18 with 4, 8 and 14 blocks per stage and MobileNetV2 with 2 and "
-                         "3 times its bottlenecks, layer and op level unless given) smallest first, at 50%% of the budget range, default backend, gap "
-                         "1e-3 and 600 s unless given; a model family stops at its first graph that misses")
+                         "3 times its bottlenecks, layer and op level unless given) smallest "
+                         "first, at 50%% of the budget range, default backend, gap 1e-3 and 600 s "
+                         "unless given; a model family stops at its first graph that misses")
     ap.add_argument("--chains", nargs="*", type=int, default=[],
                     help="with --scale: also random training-step chains of these sizes "
                          "(solver.generators, no extractor needed)")

@@ -21,8 +21,8 @@ The result is the best of the MILP's incumbent, the neighbourhood's and the heur
 never worse than a baseline of the same strategy. Heuristic strategies ("store_all", "sqrtn", "dtr",
 "greedy_paging") run the heuristic alone. `solve` reads as its phases: `_check_args`,
 `_solve_heuristic` / `_without_solver` (no MILP needed), `_heuristics` (fallbacks and starts),
-`_cover_phase`, `_prepare_milp`, `_lp_phase`, `_neighbourhood_phase`, `_full_milp`, `_pick_best`; the LP runs
-and the decoding of a solution are `solver.phases`'.
+`_cover_phase`, `_prepare_milp`, `_lp_phase`, `_neighbourhood_phase`, `_full_milp`, `_pick_best`;
+the LP runs and the decoding of a solution are `solver.phases`'.
 
 Contract for every schedule returned: `solver.simulate` accepts it under the problem's budgets,
 and `objective_j` is the simulator's energy. For a MILP schedule, the simulator's energy also
@@ -113,8 +113,9 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     a rule or a budget of the problem, or lies outside the strategy's space (a recompute when
     remat is off, a page-out when paging is off), is a ValueError. neighbourhood=False skips
     phase 0 (the segment-cover bound) and phases 1 and 2 (the LP relaxation and the
-    LP-neighbourhood search; see the module docstring) and goes straight to the full MILP. reorder=False solves in the given order of first
-    computes only (see "Orders of first computes" in the module docstring).
+    LP-neighbourhood search; see the module docstring) and goes straight to the full MILP.
+    reorder=False solves in the given order of first computes only (see "Orders of first
+    computes" in the module docstring).
 
     Raises InfeasibleError (message: minimum feasible RAM and store-all peak) when no schedule of
     the strategy fits, ValueError for bad arguments, RuntimeError if the MILP's objective and the
