@@ -7,9 +7,10 @@ MILP strategies ("poet" = recompute + page, "remat" = recompute only (Checkmate)
 page only) run their heuristics first; if the best is within the gap of the store-all energy
 (which bounds every schedule: each node is computed at least once), the call ends there. Then
 (phase 0, skipped with neighbourhood=False) the segment-cover bound of `solver.bounds.cover_bound`,
-a small covering MILP per order of first computes that bounds every schedule of the staged space:
-if the best heuristic is within the gap of it, the call ends there too, with no MILP built
-(op-level MobileNetV2 at 50% of its budget range on an nRF52840: DTR within 1.1e-5 of the bound).
+a small covering MILP per order of first computes that bounds every schedule of the staged space,
+and the schedule of `solver.coverplan` read off a chain-aware version of it: if the best schedule
+is within the gap of the bound, the call ends there too, with no MILP built (op-level MobileNetV2
+at 50% of its budget range on an nRF52840: within 1.4e-4).
 Else they build the staged MILP of `solver.milp` and solve it in three phases:
 1. the LP relaxation, whose value bounds every schedule of the MILP's space (if the best
    heuristic schedule is already within the gap of it, the call ends here);
@@ -72,6 +73,7 @@ from dataclasses import dataclass, field
 
 from . import backends
 from .bounds import cover_bound
+from .coverplan import cover_plan
 from .diagnose import infeasible_message
 from . import limits
 from .errors import DeadlineReached, InfeasibleError, TooLargeError
@@ -91,6 +93,7 @@ from .strategies import Strategy, fallbacks, get_strategy
 log = logging.getLogger(__name__)
 
 COVER_LIMIT_S = 10.0      # the most phase 0's covering MILP of one order may take
+COVER_PLAN_LIMIT_S = 30.0   # the most phase 0's segment-cover heuristic may take
 
 
 def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
@@ -134,7 +137,7 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
         return _without_milp(call, found, "not-run", "within the gap of the store-all energy, "
                              "which no schedule spends less than")
     orders = candidate_orders(problem) if reorder else [tuple(range(problem.T))]
-    if neighbourhood and found:
+    if neighbourhood and found and call.stopped is None:
         proven = _cover_phase(call, found, orders)
         if proven is not None:
             return proven
@@ -562,23 +565,37 @@ def _safe_bound(call: _Call, search: _Search, run, bound_j: float | None,
 
 
 def _cover_phase(call: _Call, found: Found, orders: list[tuple[int, ...]]) -> SolveResult | None:
-    """Phase 0: the segment-cover bound (`bounds.cover_bound`) of every order of first computes,
-    before any MILP is built; the cheapest heuristic schedule, proven, when it is within the gap
-    of the least of them, else None (at the first order whose bound is too low to prove it).
-    Each order's covering MILP gets up to COVER_LIMIT_S and a tenth of the time left."""
+    """Phase 0: the segment-cover bound (`bounds.cover_bound`) of every order of first computes
+    and the segment-cover heuristic (`coverplan.cover_plan`, in the given order, added to
+    `found` when it fits), before any MILP is built; the cheapest schedule, proven, when it is
+    within the gap of the least of the bounds, else None (at the first order whose bound is too
+    low to prove it). Each order's bound gets up to COVER_LIMIT_S and a tenth of the time left,
+    the heuristic up to COVER_PLAN_LIMIT_S and a tenth."""
     problem = call.problem
     e0 = problem.store_all_energy_j
-    best_j = min(r.energy_j for _, r in found.values())
     bound_j = math.inf
-    for order in orders:
+
+    def best_j() -> float:
+        return min(r.energy_j for _, r in found.values())
+
+    for k, order in enumerate(orders):
         limit = min(COVER_LIMIT_S, call.left() / 10)
         if limit <= 0.05:
             return None
         q = problem if order == tuple(range(problem.T)) else Reorder(order).apply(problem)[0]
         bound_j = min(bound_j, cover_bound(q, call.strategy, call.backend, time_limit_s=limit,
                                            threads=call.threads))
-        if math.isinf(bound_j) or not within_gap(gaps(best_j, bound_j, e0)[0], call.gap):
-            return None      # inf: a heuristic outside the staged space; the MILP phases decide
+        if math.isinf(bound_j):
+            return None      # a heuristic outside the staged space: the MILP phases decide
+        if k == 0 and not within_gap(gaps(best_j(), bound_j, e0)[0], call.gap) \
+                and call.left() / 10 > 0.05:
+            got = cover_plan(problem, call.strategy, call.backend, threads=call.threads,
+                             time_limit_s=min(COVER_PLAN_LIMIT_S, call.left() / 10))
+            if got is not None:
+                found["cover_plan"] = got
+                call.say(f"{call.strategy}: segment-cover heuristic {got[1].energy_j:.6g} J")
+        if not within_gap(gaps(best_j(), bound_j, e0)[0], call.gap):
+            return None
     call.say(f"{call.strategy}: segment-cover bound {bound_j:.6g} J")
     return _without_milp(call, found, "not-run", "within the gap of the segment-cover bound",
                          bound_j=bound_j)

@@ -14,6 +14,7 @@ import pytest
 import solver
 from solver import TooLargeError, simulate
 from solver import limits
+from solver.coverplan import cover_plan
 from solver.errors import DeadlineReached
 from solver.generators import random_problem
 from solver.milp import build_milp, milp_size
@@ -123,6 +124,8 @@ def test_solve_returns_best_heuristic_when_building_passes_the_deadline(monkeypa
     found = {n: got for n in fallbacks("poet")[1:] if (got := run_baseline(p, n))}
     if got := run_drop_search(p, get_strategy("poet"), found, 60, None):
         found["drop_search"] = got
+    if got := cover_plan(p):                           # phase 0 ran before the build
+        found["cover_plan"] = got
     fits = {n: got[1].energy_j for n, got in found.items()}
     assert res.source == min(fits, key=fits.get)
     assert res.objective_j == pytest.approx(min(fits.values()), rel=1e-12)
@@ -221,7 +224,7 @@ def test_every_backend_run_gets_only_the_time_left(monkeypatch):
     p = _chain(40)
     deadline["t"] = time.perf_counter() + 1.0
     res = solver.solve(p, time_limit_s=1.0, reorder=False)
-    assert len(calls) == 3              # the segment-cover bound, the LP, then the full MILP
+    assert len(calls) == 4   # the segment-cover bound and heuristic, the LP, the full MILP
     for limit, left in calls:
         assert 0 < limit <= left + 1e-6, calls
     assert res.status == "feasible" and res.source in ("dtr", "drop_search")
