@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import pulp
 
 from . import backends
 from .diagnose import infeasible_message
-from .errors import InfeasibleError
+from .errors import DeadlineReached, InfeasibleError
 from .milp import build_milp
 from .problem import Problem
 from .reductions import memory_unit, objective_scale
@@ -85,11 +86,13 @@ class Gap:
     cost_j: float | None
 
 
-def gaps_of(space: StagedSpace) -> list[Gap]:
-    """Every gap of every node with a non-empty output, in node order."""
+def gaps_of(space: StagedSpace, deadline: float | None = None) -> list[Gap]:
+    """Every gap of every node with a non-empty output, in node order. deadline: a
+    `time.perf_counter()` value after which it raises DeadlineReached."""
     problem = space.problem
     out = []
     for i, n in enumerate(problem.nodes):
+        check_deadline(deadline, "listing the gaps", i, problem.T, "nodes")
         if n.out_bytes <= 0:
             continue
         prev = i
@@ -101,6 +104,14 @@ def gaps_of(space: StagedSpace) -> list[Gap]:
                 out.append(Gap(i, prev, u, range(prev + 1, u), min(costs) if costs else None))
             prev = u
     return out
+
+
+def check_deadline(deadline: float | None, what: str, done: int, total: int | None,
+                   unit: str) -> None:
+    """DeadlineReached (`what`, `done` of `total` `unit`) once the perf_counter deadline, if
+    there is one, has passed."""
+    if deadline is not None and time.perf_counter() > deadline:
+        raise DeadlineReached(what, done, total, unit)
 
 
 def cover_bound(problem: Problem, strategy: str = "poet", backend: str = "auto",
@@ -123,16 +134,29 @@ def cover_bound(problem: Problem, strategy: str = "poet", backend: str = "auto",
     out the page-outs, the operands of each recompute and the runtime and flash budgets). The
     solver's proven lower bound on it, less a hair for its tolerances, is the bound. Without a
     RAM budget, or when store-all fits it, this is the store-all energy. time_limit_s bounds the
-    covering MILP (its bound so far is used when it stops early); the space may be passed when
-    the caller has built it (the strategy's, with the default options).
+    whole call, building included (the covering MILP's bound so far is used when it stops early;
+    the store-all energy when the time runs out before it is built); the space may be passed
+    when the caller has built it (the strategy's, with the default options).
     """
+    deadline = time.perf_counter() + time_limit_s
     remat, paging = _flags(strategy)
     e0 = problem.store_all_energy_j
     budget = problem.ram_budget_bytes
     if budget is None or store_all_peak(problem) <= budget:
         return e0
+    try:
+        return _cover_bound(problem, remat, paging, backend, deadline, threads, space)
+    except DeadlineReached as e:
+        log.info("cover bound: %s; the store-all energy is the bound", e)
+        return e0
+
+
+def _cover_bound(problem: Problem, remat: bool, paging: bool, backend: str, deadline: float,
+                 threads: int | None, space: StagedSpace | None) -> float:
+    e0 = problem.store_all_energy_j
+    budget = problem.ram_budget_bytes
     if space is None:
-        space = staged_space(problem, remat=remat, paging=paging)
+        space = staged_space(problem, remat=remat, paging=paging, deadline=deadline)
     nodes, preds = problem.nodes, problem.preds
     unit = memory_unit(problem)
     free = (budget - problem.static_bytes) // unit
@@ -140,7 +164,8 @@ def cover_bound(problem: Problem, strategy: str = "poet", backend: str = "auto",
     prob = pulp.LpProblem("cover", pulp.LpMinimize)
     spans: list[list[tuple[pulp.LpVariable | None, int]]] = [[] for _ in range(problem.T)]
     objective = []
-    for k, g in enumerate(gaps_of(space)):
+    for k, g in enumerate(gaps_of(space, deadline)):
+        check_deadline(deadline, "building the covering problem", k, None, "gaps")
         x = None if g.cost_j is None else prob.add_variable(f"x_{k}", 0, 1, cat=pulp.LpBinary)
         if x is not None and g.cost_j > 0:
             objective.append((x, g.cost_j * scale))
@@ -149,6 +174,7 @@ def cover_bound(problem: Problem, strategy: str = "poet", backend: str = "auto",
     prob.setObjective(pulp.LpAffineExpression(objective))
     n_rows = 0
     for t in range(problem.T):
+        check_deadline(deadline, "building the covering problem", t, problem.T, "stages")
         cap = free - (nodes[t].out_bytes + nodes[t].workspace_bytes
                       + sum(nodes[i].out_bytes for i in set(preds[t]))) // unit
         held = sum(b for _, b in spans[t])
@@ -162,7 +188,9 @@ def cover_bound(problem: Problem, strategy: str = "poet", backend: str = "auto",
         n_rows += 1
     if not n_rows:
         return e0
-    res = backends.run(prob, backend, time_limit_s=time_limit_s, threads=threads, gap_rel=1e-6)
+    left = deadline - time.perf_counter()
+    check_deadline(deadline, "building the covering problem", problem.T, problem.T, "stages")
+    res = backends.run(prob, backend, time_limit_s=left, threads=threads, gap_rel=1e-6)
     if res.status == "infeasible":
         return math.inf
     value = res.bound if res.bound is not None else (

@@ -5,11 +5,10 @@ The covering problem of `bounds.cover_bound` says which gaps (`bounds.Gap`: a no
 reads) to drop; it does not say where the dropped copy comes back, nor that a recompute needs its
 operands. Here a dropped gap's node comes back at the stage that reads it next, by a page-in
 where the staged space allows one there and it costs less than a recompute with its page-out,
-else by a recompute (a gap allowing neither is kept),
-and a recompute of i in stage u needs each operand q of i resident there: q is, when u is a stage
-that reads q or lies in a kept gap of q; otherwise (q dead by then, or its gap dropped) q is
-recomputed (or paged in) in stage u too, with a column y[u,q] of its own and the same rule for
-its operands in turn:
+else by a recompute (a gap allowing neither is kept). A recompute of i in stage u needs each
+operand q of i resident there: q is, when u is a stage that reads q or lies in a kept gap of q;
+otherwise (q dead by then, or its gap dropped) q is recomputed (or paged in) in stage u too,
+with a column y[u,q] of its own and the same rule for its operands in turn:
 
     min  sum_g cost_g x_g + sum_(u,q) cost_q y[u,q]
     s.t. sum_{g spans t} b_g (1 - x_g) <= B - b_t - w_t - sum_{operands i of t} b_i   (every t)
@@ -34,8 +33,8 @@ import time
 import pulp
 
 from . import backends
-from .bounds import gaps_of
-from .errors import ScheduleError
+from .bounds import check_deadline, gaps_of
+from .errors import DeadlineReached, ScheduleError
 from .plans import PlanError, StagedPlan, plan_to_schedule
 from .problem import Problem
 from .reductions import memory_unit
@@ -58,48 +57,62 @@ def cover_plan(problem: Problem, strategy: str = "poet", backend: str = "auto",
     if problem.ram_budget_bytes is None:
         return None
     spec = get_strategy(strategy)
-    if space is None:
-        space = staged_space(problem, remat=spec.remat, paging=spec.paging)
     t_end = time.perf_counter() + time_limit_s
     extra: dict[int, int] = {}
-    for _ in range(MAX_ROUNDS):
-        left = t_end - time.perf_counter()
-        if left <= 0.05:
-            return None
-        plan = _solve(problem, space, extra, backend, left, threads)
-        if plan is None:
-            return None
-        try:
-            sched = plan_to_schedule(problem, plan, strategy="cover_plan")
-            rep = simulate(problem, sched, check_budgets=False)
-        except (PlanError, ScheduleError) as e:      # a rule the model's reading missed
-            log.info("cover plan: %s", e)
-            return None
-        if not rep.over_budget:
-            sched.predicted = rep.predicted()
-            return sched, rep
-        over = _excess_by_stage(problem, sched)
-        if not over:
-            return None                # over a flash or runtime budget: nothing to tighten
-        for t, excess in over.items():
-            extra[t] = extra.get(t, 0) + excess
+    try:
+        if space is None:
+            space = staged_space(problem, remat=spec.remat, paging=spec.paging, deadline=t_end)
+        for _ in range(MAX_ROUNDS):
+            got = _round(problem, space, extra, backend, t_end, threads)
+            if got is None or isinstance(got, tuple):
+                return got
+    except DeadlineReached as e:
+        log.info("cover plan: %s", e)
     return None
 
 
+def _round(problem: Problem, space: StagedSpace, extra: dict[int, int], backend: str,
+           t_end: float, threads: int | None) -> tuple[Schedule, SimReport] | bool | None:
+    """One round: the schedule if it fits, True if it ran over the RAM budget (`extra` then
+    tightened), None if there is none to be had."""
+    if t_end - time.perf_counter() <= 0.05:
+        return None
+    plan = _solve(problem, space, extra, backend, t_end, threads)
+    if plan is None:
+        return None
+    try:
+        sched = plan_to_schedule(problem, plan, strategy="cover_plan")
+        rep = simulate(problem, sched, check_budgets=False)
+    except (PlanError, ScheduleError) as e:      # a rule the model's reading missed
+        log.info("cover plan: %s", e)
+        return None
+    if not rep.over_budget:
+        sched.predicted = rep.predicted()
+        return sched, rep
+    over = _excess_by_stage(problem, sched)
+    if not over:
+        return None                # over a flash or runtime budget: nothing to tighten
+    for t, excess in over.items():
+        extra[t] = extra.get(t, 0) + excess
+    return True
+
+
 def _solve(problem: Problem, space: StagedSpace, extra: dict[int, int], backend: str,
-           time_limit_s: float, threads: int | None) -> StagedPlan | None:
-    """Build and solve the chain-aware covering MILP; its plan, or None without a solution."""
+           t_end: float, threads: int | None) -> StagedPlan | None:
+    """Build and solve the chain-aware covering MILP by t_end (a `time.perf_counter()` value;
+    DeadlineReached once it passes while building); its plan, or None without a solution."""
     nodes, preds, succs = problem.nodes, problem.preds, problem.succs
     unit = memory_unit(problem)
     free = (problem.ram_budget_bytes - problem.static_bytes) // unit
     last_read = [max(succs[q], default=q) for q in range(problem.T)]
     prob = pulp.LpProblem("cover_plan", pulp.LpMinimize)
     objective = []
-    gaps = gaps_of(space)
+    gaps = gaps_of(space, t_end)
     how: list[str | None] = []
     x: list[pulp.LpVariable | None] = []
     spanning: dict[tuple[int, int], int] = {}          # (node, stage) -> its gap spanning it
     for k, g in enumerate(gaps):
+        check_deadline(t_end, "building the segment-cover heuristic", k, len(gaps), "gaps")
         u, i = g.before, g.node
         n = nodes[i]
         comp, page = space.can_recompute(u, i), space.can_page_in(u, i)
@@ -142,6 +155,8 @@ def _solve(problem: Problem, space: StagedSpace, extra: dict[int, int], backend:
             for q in set(preds[g.node]):
                 need(g.before, g.node, q, x[k])
     while work:
+        check_deadline(t_end, "building the segment-cover heuristic", len(y), None,
+                       "operand columns")
         u, q = work.pop()
         for r in set(preds[q]):
             need(u, q, r, y[(u, q)])
@@ -153,6 +168,7 @@ def _solve(problem: Problem, space: StagedSpace, extra: dict[int, int], backend:
         for t in g.stages:
             spans[t].append(k)
     for t in range(problem.T):
+        check_deadline(t_end, "building the segment-cover heuristic", t, problem.T, "stages")
         cap = free - -(-extra.get(t, 0) // unit) - (
             nodes[t].out_bytes + nodes[t].workspace_bytes
             + sum(nodes[i].out_bytes for i in set(preds[t]))) // unit
@@ -161,7 +177,9 @@ def _solve(problem: Problem, space: StagedSpace, extra: dict[int, int], backend:
             drop = [(x[k], nodes[gaps[k].node].out_bytes // unit) for k in spans[t]
                     if x[k] is not None]
             prob += pulp.LpAffineExpression(drop) >= held - cap, f"stage_{t}"
-    res = backends.run(prob, backend, time_limit_s=time_limit_s, threads=threads, gap_rel=1e-4)
+    check_deadline(t_end, "building the segment-cover heuristic", problem.T, problem.T, "stages")
+    res = backends.run(prob, backend, time_limit_s=t_end - time.perf_counter(), threads=threads,
+                       gap_rel=1e-4)
     if not res.has_solution:
         return None
     # the plan: the dropped gaps' copies, then the operands their recomputes need, transitively

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from test_milp import BACKENDS, chain5
@@ -69,6 +70,22 @@ def test_cover_bound_is_inf_when_no_gap_can_make_room():
     p = chain5(c0=3.0)
     space = staged_space(p, remat=False, paging=False)
     assert cover_bound(p, "remat", space=space) == math.inf
+
+
+def test_cover_bound_and_heuristic_keep_to_their_time_limit():
+    """The time limit covers building: out of time, the bound is the store-all energy and the
+    heuristic has nothing; a 2,000-node chain (its covering problem takes seconds to build)
+    keeps to a 0.5 s limit."""
+    from solver.coverplan import cover_plan
+    assert cover_bound(chain5(c0=3.0), time_limit_s=1e-9) == 13.0
+    assert cover_plan(chain5(c0=3.0), time_limit_s=1e-9) is None
+    q = random_problem(1, 2000, shape="chain")
+    lo, hi = min_feasible_ram(q), store_all_peak(q)
+    q = q.with_budgets(ram_budget_bytes=(lo + hi) // 2)
+    for run in (lambda: cover_bound(q, time_limit_s=0.5), lambda: cover_plan(q, time_limit_s=0.5)):
+        t0 = time.perf_counter()
+        run()
+        assert time.perf_counter() - t0 < 0.5 + 1.0
 
 
 @pytest.mark.slow

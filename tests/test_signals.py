@@ -103,8 +103,9 @@ def _start_solve(problem: Path, tmp_path: Path, backend: str = "cbc"):
 
 
 def _cbc_child(parent: int) -> int | None:
-    """A child of `parent` running CBC on the full MILP ("-solve"; the LP runs before it say
-    "-initialSolve" and end within seconds by themselves)."""
+    """A child of `parent` running CBC on the full MILP: "-solve" (the LP runs before it say
+    "-initialSolve" and end within seconds by themselves) and still running half a second after
+    it is seen (phase 0's covering problems say "-solve" too, and end sooner)."""
     for pid, name in _children(parent):
         if name == "cbc":
             try:
@@ -112,7 +113,9 @@ def _cbc_child(parent: int) -> int | None:
             except OSError:
                 continue
             if b"-solve" in argv:
-                return pid
+                time.sleep(0.5)
+                if _alive(pid):
+                    return pid
     return None
 
 
