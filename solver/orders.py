@@ -32,8 +32,9 @@ from .reductions import Reorder
 from .result import SolveResult, gaps, within_gap
 from .schedule import Schedule
 from .simulate import SimReport, simulate
-from .solve import (_after_lp, _Call, _full_milp, _lp_phase, _neighbourhood_phase, _NoMilp,
-                    _pick_best, _prepare_milp, _Search, _without_milp)
+from .call import Call
+from .solve import (_after_lp, _full_milp, _lp_phase, _neighbourhood_phase, _NoMilp, _pick_best,
+                    _prepare_milp, _Search, _without_milp)
 from .starts import Found, best_start, run_baseline
 
 # Candidate orders other than the given one are tried only when the given order's MILP has at most
@@ -91,7 +92,7 @@ class _Best:
     k: int | None = None          # the order whose phases found it (None: a heuristic, a start)
 
 
-def solve_orders(call: _Call, found: Found, neighbourhood: bool,
+def solve_orders(call: Call, found: Found, neighbourhood: bool,
                  orders: list[tuple[int, ...]]) -> SolveResult:
     """Solve in every candidate order (`Reorder`), as the module docstring says; the cheapest
     schedule comes back with the least of the orders' bounds (None while one order has none)."""
@@ -144,7 +145,7 @@ def solve_orders(call: _Call, found: Found, neighbourhood: bool,
 class _Union:
     """Phases 2 and 3 over the orders, and the result: the best schedule and the union's bound."""
 
-    def __init__(self, call: _Call, slots: list[_Order], best: _Best | None):
+    def __init__(self, call: Call, slots: list[_Order], best: _Best | None):
         self.call, self.slots, self.best = call, slots, best
         self.setup_s = 0.0
         self.last_run: _Order | None = None
@@ -169,7 +170,7 @@ class _Union:
     def open(self, slot: _Order) -> bool:
         return not slot.closed(self.best_j, self.call.gap)
 
-    def offer(self, sub: _Call, slot: _Order) -> None:
+    def offer(self, sub: Call, slot: _Order) -> None:
         """Hand the best schedule so far to an order's search: its start and cutoff if cheaper."""
         if self.best is not None and self.best.k != slot.k:
             _offer(sub, slot.search, "earlier order",
@@ -230,7 +231,7 @@ class _Union:
                     return
                 self.full_milp(_sub_call(self.call, slot.q, slot.k, len(todo) - idx), slot)
 
-    def full_milp(self, sub: _Call, slot: _Order) -> None:
+    def full_milp(self, sub: Call, slot: _Order) -> None:
         """One full-MILP run of an order, cut off at the best schedule less the gap; its bound
         (no more than that cutoff) raises the order's."""
         search, call = slot.search, self.call
@@ -356,7 +357,7 @@ class _Union:
         return out
 
 
-def _sub_call(call: _Call, problem: Problem, k: int, shares: int) -> _Call:
+def _sub_call(call: Call, problem: Problem, k: int, shares: int) -> Call:
     """The call for order k on its reordered problem: the same clock and options, a deadline one
     of `shares` equal parts of the time left, progress lines tagged with the order."""
     share = max(call.left(), 0.0) / shares
@@ -365,7 +366,7 @@ def _sub_call(call: _Call, problem: Problem, k: int, shares: int) -> _Call:
                                (lambda m: call.say(f"order {k}: {m}")))
 
 
-def _offer(call: _Call, search: _Search, name: str, got: tuple[Schedule, SimReport]) -> None:
+def _offer(call: Call, search: _Search, name: str, got: tuple[Schedule, SimReport]) -> None:
     """Add a schedule to a search before its phases 2 and 3: it joins `found`, and if it is the
     cheapest so far it sets the cutoff and (where it has an image in the model) the MIP start."""
     search.found[name] = got

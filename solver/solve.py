@@ -20,10 +20,11 @@ Else they build the staged MILP of `solver.milp` and solve it in three phases:
    space, and an objective cutoff at its energy).
 The result is the best of the MILP's incumbent, the neighbourhood's and the heuristics', so it is
 never worse than a baseline of the same strategy. Heuristic strategies ("store_all", "sqrtn", "dtr",
-"greedy_paging") run the heuristic alone. `solve` reads as its phases: `_check_args`,
-`_solve_heuristic` / `_without_solver` (no MILP needed), `_heuristics` (fallbacks and starts),
-`_cover_phase`, `_prepare_milp`, `_lp_phase`, `_neighbourhood_phase`, `_full_milp`, `_pick_best`;
-the LP runs and the decoding of a solution are `solver.phases`'.
+"greedy_paging") run the heuristic alone. `solve` reads as its phases: `solver.call.check_args`
+(the `Call`: options, clock, result), `_solve_heuristic` / `_without_solver` (no MILP needed),
+`_heuristics` (fallbacks and starts), `_cover_phase`, `_prepare_milp`, `_lp_phase`,
+`_neighbourhood_phase`, `_full_milp`, `_pick_best`; the LP runs and the decoding of a solution are
+`solver.phases`'.
 
 Contract for every schedule returned: `solver.simulate` accepts it under the problem's budgets,
 and `objective_j` is the simulator's energy. For a MILP schedule, the simulator's energy also
@@ -64,7 +65,6 @@ with no heuristic schedule, `solver.errors.TooLargeError` says the same in one l
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -73,12 +73,11 @@ from dataclasses import dataclass, field
 
 from . import backends
 from .bounds import cover_bound
+from .call import Call, check_args
 from .coverplan import cover_plan
-from .diagnose import infeasible_message
 from . import limits
 from .errors import DeadlineReached, InfeasibleError, TooLargeError
 from .milp import MilpModel, build_milp, milp_size
-from .options import check_solve_options
 from .phases import NeighbourhoodResult, OverBudget, decode, lp_neighbourhood, lp_relaxation
 from .plans import StagedPlan, plan_energy
 from .problem import Problem
@@ -88,7 +87,7 @@ from .schedule import Schedule
 from .simulate import SimReport, min_feasible_ram, simulate
 from .staged import staged_space
 from .starts import Found, best_start, run_baseline, run_heuristics
-from .strategies import Strategy, fallbacks, get_strategy
+from .strategies import fallbacks
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     the strategy fits, ValueError for bad arguments, RuntimeError if the MILP's objective and the
     simulator disagree.
     """
-    call = _check_args(problem, strategy, backend, time_limit_s, threads, gap, warm_start,
+    call = check_args(problem, strategy, backend, time_limit_s, threads, gap, warm_start,
                        verbose, progress)
     if call.spec.kind == "heuristic":
         return _solve_heuristic(call)
@@ -147,7 +146,7 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     return solve_orders(call, found, neighbourhood, orders)
 
 
-def _solve_in_order(call: _Call, found: Found, neighbourhood: bool) -> SolveResult:
+def _solve_in_order(call: Call, found: Found, neighbourhood: bool) -> SolveResult:
     """Phases 1-3 on call.problem in its own order of first computes."""
     try:
         search = _prepare_milp(call, found)
@@ -158,7 +157,7 @@ def _solve_in_order(call: _Call, found: Found, neighbourhood: bool) -> SolveResu
     return _after_lp(call, search, neighbourhood)
 
 
-def _after_lp(call: _Call, search: _Search, neighbourhood: bool) -> SolveResult:
+def _after_lp(call: Call, search: _Search, neighbourhood: bool) -> SolveResult:
     """Phases 2 and 3 of a search whose LP phase (if any) has run."""
     if neighbourhood:
         _neighbourhood_phase(call, search)
@@ -173,96 +172,9 @@ def _after_lp(call: _Call, search: _Search, neighbourhood: bool) -> SolveResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# The call: its options, its clock, its result
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class _Call:
-    """One call of `solve`: the problem, the checked options, the clock and the progress sink."""
-
-    problem: Problem
-    spec: Strategy
-    backend: str
-    time_limit_s: float
-    threads: int | None
-    gap: float
-    warm_start: bool
-    verbose: bool
-    progress: Callable[[str], None] | None
-    t_start: float = field(default_factory=time.perf_counter)
-    stopped: str | None = None      # why the heuristics stopped early (the deadline), if they did
-    heuristics_s: float = 0.0       # seconds the fallback heuristics took
-    heuristics_end_s: float | None = None   # seconds from the call to their end
-
-    @property
-    def strategy(self) -> str:
-        return self.spec.name
-
-    @property
-    def deadline(self) -> float:
-        return self.t_start + self.time_limit_s
-
-    def elapsed(self) -> float:
-        """Seconds since the call started."""
-        return time.perf_counter() - self.t_start
-
-    def left(self) -> float:
-        """Seconds until the deadline (negative once it has passed)."""
-        return self.deadline - time.perf_counter()
-
-    def say(self, msg: str) -> None:
-        """One line to the progress callback, if there is one."""
-        if self.progress is not None:
-            self.progress(msg)
-
-    def result(self, status: str, sched: Schedule | None, rep: SimReport | None,
-               **kw) -> SolveResult:
-        """The SolveResult of the call (objective and gaps from the simulator's report)."""
-        obj = rep.energy_j if rep is not None else None
-        bound = kw.pop("bound_j", None)
-        e0 = self.problem.store_all_energy_j
-        g, go = gaps(obj, bound, e0)
-        if status == "feasible" and within_gap(g, self.gap):
-            status = "optimal"        # proven within the requested gap, whoever stopped the run
-        if sched is not None:
-            sched.strategy = self.strategy
-            sched.predicted = rep.predicted()
-        base = kw.get("baselines_j")
-        if "trajectory" in kw and base and self.heuristics_end_s is not None:
-            # the first point: the best heuristic, known when they end, with no bound of the
-            # MILP yet (time_to_gap still measures it against the store-all energy)
-            kw["trajectory"] = [(self.heuristics_end_s, min(base.values()), None),
-                                *kw["trajectory"]]
-        res = SolveResult(status=status, schedule=sched, objective_j=obj, bound_j=bound, gap=g,
-                          gap_overhead=go, solve_s=self.elapsed(), report=rep,
-                          strategy=self.strategy, store_all_energy_j=e0,
-                          **{"n_variables": 0, "n_constraints": 0, "backend": None,
-                             "heuristics_s": self.heuristics_s, **kw})
-        self.say(f"{self.strategy}: {status}" + (f", {obj:.6g} J" if obj is not None else ""))
-        return res
-
-    def infeasible(self, why: str) -> InfeasibleError:
-        """An InfeasibleError for this call saying which budgets would work."""
-        return InfeasibleError(infeasible_message(self.problem, self.strategy, why))
-
-
-def _check_args(problem, strategy, backend, time_limit_s, threads, gap, warm_start, verbose,
-                progress) -> _Call:
-    """The call with its options checked (ValueError naming the option otherwise); the clock
-    starts here."""
-    spec = get_strategy(strategy)
-    if backend not in backends.BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(backends.BACKENDS)}, got {backend!r}")
-    time_limit_s, threads, gap = check_solve_options(time_limit_s, threads, gap)
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress must be a callable taking a str, or None, got {progress!r}")
-    return _Call(problem, spec, backend, time_limit_s, threads, gap, warm_start, verbose,
-                 progress)
-
-
-# ---------------------------------------------------------------------------------------------
 # The cases that need no MILP
 # ---------------------------------------------------------------------------------------------
-def _below_minimum(call: _Call) -> InfeasibleError | None:
+def _below_minimum(call: Call) -> InfeasibleError | None:
     """The error for a RAM budget below what any single compute needs, or None."""
     budget = call.problem.ram_budget_bytes
     if budget is not None and budget < min_feasible_ram(call.problem):
@@ -270,7 +182,7 @@ def _below_minimum(call: _Call) -> InfeasibleError | None:
     return None
 
 
-def _solve_heuristic(call: _Call) -> SolveResult:
+def _solve_heuristic(call: Call) -> SolveResult:
     """A heuristic strategy: its schedule alone ("optimal" for store-all, else "feasible")."""
     err = _below_minimum(call)
     if err is not None:
@@ -290,7 +202,7 @@ def _solve_heuristic(call: _Call) -> SolveResult:
     return call.result("feasible", sched, rep, source=call.strategy)
 
 
-def _without_solver(call: _Call) -> SolveResult | None:
+def _without_solver(call: Call) -> SolveResult | None:
     """A MILP strategy where no solver is needed: store-all fits (optimal), or no schedule can
     fit (InfeasibleError: a runtime budget below the store-all time, a RAM budget below the
     minimum); None when the MILP must run."""
@@ -314,7 +226,7 @@ def _without_solver(call: _Call) -> SolveResult | None:
 # ---------------------------------------------------------------------------------------------
 # Heuristics: fallbacks, starts and cutoffs
 # ---------------------------------------------------------------------------------------------
-def _heuristics(call: _Call, starts: Sequence[Schedule]) -> Found:
+def _heuristics(call: Call, starts: Sequence[Schedule]) -> Found:
     """Every fallback heuristic of the strategy that fits (store-all has been tried), and the
     caller's starts (ValueError for one that cannot serve), by name."""
     names = fallbacks(call.strategy)[1:]
@@ -398,7 +310,7 @@ class _NoMilp(Exception):
         self.milp_status = milp_status
 
 
-def _prepare_milp(call: _Call, found: Found) -> _Search:
+def _prepare_milp(call: Call, found: Found) -> _Search:
     """Build the strategy's MILP; with warm_start, the cutoff at the best heuristic and the MIP
     start (the cheapest heuristic with an image in the model). Raises _NoMilp when the deadline
     passed (during the heuristics or the building) or the MILP would not fit in memory, and
@@ -446,7 +358,7 @@ def _prepare_milp(call: _Call, found: Found) -> _Search:
     return search
 
 
-def _lp_phase(call: _Call, search: _Search) -> None:
+def _lp_phase(call: Call, search: _Search) -> None:
     """Phase 1: the LP relaxation, in a tenth of the time left (at least 1 s; where the LP is
     slow the full MILP gets the time). Its value bounds the whole run; its non-zero columns are
     the neighbourhood's."""
@@ -460,7 +372,7 @@ def _lp_phase(call: _Call, search: _Search) -> None:
         call.say(f"{call.strategy}: LP bound {search.lp_j:.6g} J")
 
 
-def _neighbourhood_phase(call: _Call, search: _Search) -> None:
+def _neighbourhood_phase(call: Call, search: _Search) -> None:
     """Phase 2: the LP neighbourhood, in a quarter of the time left, unless the LP did not solve
     or the best schedule is already within the gap of its bound. A better schedule joins
     `found` and becomes the start and cutoff."""
@@ -489,7 +401,7 @@ def _neighbourhood_phase(call: _Call, search: _Search) -> None:
         call.say(f"{call.strategy}: LP neighbourhood found {search.best_j:.6g} J")
 
 
-def _full_milp(call: _Call, search: _Search) -> backends.BackendResult:
+def _full_milp(call: Call, search: _Search) -> backends.BackendResult:
     """Phase 3: the full MILP in the time left (at least 1 s), from the start and under the
     cutoff; its trajectory joins the search's (bounds never below the LP's)."""
     remaining = call.left() - search.handover_s
@@ -529,7 +441,7 @@ def _max_bound(a: float | None, b: float | None) -> float | None:
     return a if b is None else max(a, b)
 
 
-def _milp_schedule(call: _Call, search: _Search, run) -> tuple[Schedule, SimReport] | None:
+def _milp_schedule(call: Call, search: _Search, run) -> tuple[Schedule, SimReport] | None:
     """The MILP's incumbent as a checked schedule (None without one, or when it overshoots a
     budget by a rounding margin); records milp_objective_j (the neighbourhood's without one)."""
     if run.has_solution:
@@ -546,7 +458,7 @@ def _milp_schedule(call: _Call, search: _Search, run) -> tuple[Schedule, SimRepo
     return None
 
 
-def _safe_bound(call: _Call, search: _Search, run, bound_j: float | None,
+def _safe_bound(call: Call, search: _Search, run, bound_j: float | None,
                 milp_rep: SimReport | None) -> float | None:
     """A safety net for solver bugs (HiGHS has ended MIPs early with a wrong dual bound): a bound
     above a schedule known to lie in the MILP's space is no bound. Returns the bound to report
@@ -564,7 +476,7 @@ def _safe_bound(call: _Call, search: _Search, run, bound_j: float | None,
     return lp_j if lp_j is not None and lp_j <= min(known) * (1 + 1e-7) + 1e-12 else None
 
 
-def _cover_phase(call: _Call, found: Found, orders: list[tuple[int, ...]]) -> SolveResult | None:
+def _cover_phase(call: Call, found: Found, orders: list[tuple[int, ...]]) -> SolveResult | None:
     """Phase 0: the segment-cover bound (`bounds.cover_bound`) of every order of first computes
     and the segment-cover heuristic (`coverplan.cover_plan`, in the given order, added to
     `found` when it fits), before any MILP is built; the cheapest schedule, proven, when it is
@@ -601,7 +513,7 @@ def _cover_phase(call: _Call, found: Found, orders: list[tuple[int, ...]]) -> So
                          bound_j=bound_j)
 
 
-def _without_milp(call: _Call, found: Found, milp_status: str, message: str,
+def _without_milp(call: Call, found: Found, milp_status: str, message: str,
                   bound_j: float | None = None) -> SolveResult:
     """The result when the MILP was not built (the deadline passed, it is too large, or the
     store-all energy or the segment-cover bound already proves the gap): the cheapest schedule
@@ -618,7 +530,7 @@ def _without_milp(call: _Call, found: Found, milp_status: str, message: str,
                        **common)
 
 
-def _pick_best(call: _Call, search: _Search, run) -> SolveResult:
+def _pick_best(call: Call, search: _Search, run) -> SolveResult:
     """The cheapest of the MILP's incumbent and the schedules found before it, with the best
     bound; InfeasibleError when the MILP proved that nothing fits and nothing was found."""
     problem = call.problem

@@ -14,7 +14,8 @@ from solver.bruteforce_staged import optimal_staged
 from solver.generators import random_problem
 from solver.reductions import Reorder, candidate_orders, greedy_order
 from solver.result import within_gap
-from solver.solve import _check_args, solve
+from solver.call import check_args
+from solver.solve import solve
 
 # seed 39 (T=7): f0 forks into f1 (7 KiB) and f2 (8 KiB), which join in the loss. The given
 # order (f1 first) costs 0.014138887 J at best in the staged space; with f2 first the staged
@@ -185,7 +186,7 @@ def test_a_feasible_result_within_the_requested_gap_is_optimal():
     p = random_problem(FORK, T=7)
     sched = optimal_staged(p).schedule
     rep = simulate(p, sched)
-    call = _check_args(p, "poet", "auto", 10, None, 1e-3, True, False, None)
+    call = check_args(p, "poet", "auto", 10, None, 1e-3, True, False, None)
     near = call.result("feasible", sched, rep, bound_j=rep.energy_j * (1 - 6.6e-4))
     assert near.status == "optimal" and near.gap == pytest.approx(6.6e-4, rel=1e-6)
     far = call.result("feasible", sched, rep, bound_j=rep.energy_j * (1 - 2e-3))
