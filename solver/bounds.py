@@ -106,6 +106,41 @@ def gaps_of(space: StagedSpace, deadline: float | None = None) -> list[Gap]:
     return out
 
 
+def add_cover_rows(prob: pulp.LpProblem, problem: Problem, gaps: list[Gap],
+                   x: list[pulp.LpVariable | None], deadline: float | None, what: str,
+                   extra: dict[int, int] | None = None) -> int | None:
+    """Add to `prob` the covering row of every stage t where the gaps spanning it cannot all be
+    kept, in memory units: sum b_g x_g >= (sum of every spanning gap's b_g) - cap_t over the
+    spanning gaps with a column (x[k] None: always kept), cap_t being the RAM budget above the
+    static bytes less t's output, workspace and operands and extra[t] bytes. Returns how many
+    rows it added, None when one cannot be met even with every column at 1."""
+    nodes, preds, T = problem.nodes, problem.preds, problem.T
+    unit = memory_unit(problem)
+    free = (problem.ram_budget_bytes - problem.static_bytes) // unit
+    extra = extra or {}
+    spans: list[list[int]] = [[] for _ in range(T)]
+    for k, g in enumerate(gaps):
+        check_deadline(deadline, what, k, len(gaps), "gaps")
+        for t in g.stages:
+            spans[t].append(k)
+    n_rows = 0
+    for t in range(T):
+        check_deadline(deadline, what, t, T, "stages")
+        cap = free - -(-extra.get(t, 0) // unit) - (
+            nodes[t].out_bytes + nodes[t].workspace_bytes
+            + sum(nodes[i].out_bytes for i in set(preds[t]))) // unit
+        held = sum(nodes[gaps[k].node].out_bytes // unit for k in spans[t])
+        if held <= cap:
+            continue
+        drop = [(x[k], nodes[gaps[k].node].out_bytes // unit) for k in spans[t]
+                if x[k] is not None]
+        if sum(b for _, b in drop) < held - cap:
+            return None
+        prob += pulp.LpAffineExpression(drop) >= held - cap, f"stage_{t}"
+        n_rows += 1
+    return n_rows
+
+
 def check_deadline(deadline: float | None, what: str, done: int, total: int | None,
                    unit: str) -> None:
     """DeadlineReached (`what`, `done` of `total` `unit`) once the perf_counter deadline, if
@@ -154,38 +189,18 @@ def cover_bound(problem: Problem, strategy: str = "poet", backend: str = "auto",
 def _cover_bound(problem: Problem, remat: bool, paging: bool, backend: str, deadline: float,
                  threads: int | None, space: StagedSpace | None) -> float:
     e0 = problem.store_all_energy_j
-    budget = problem.ram_budget_bytes
     if space is None:
         space = staged_space(problem, remat=remat, paging=paging, deadline=deadline)
-    nodes, preds = problem.nodes, problem.preds
-    unit = memory_unit(problem)
-    free = (budget - problem.static_bytes) // unit
     scale = objective_scale(problem) / e0 if e0 > 0 else 1.0
     prob = pulp.LpProblem("cover", pulp.LpMinimize)
-    spans: list[list[tuple[pulp.LpVariable | None, int]]] = [[] for _ in range(problem.T)]
-    objective = []
-    for k, g in enumerate(gaps_of(space, deadline)):
-        check_deadline(deadline, "building the covering problem", k, None, "gaps")
-        x = None if g.cost_j is None else prob.add_variable(f"x_{k}", 0, 1, cat=pulp.LpBinary)
-        if x is not None and g.cost_j > 0:
-            objective.append((x, g.cost_j * scale))
-        for t in g.stages:
-            spans[t].append((x, nodes[g.node].out_bytes // unit))
-    prob.setObjective(pulp.LpAffineExpression(objective))
-    n_rows = 0
-    for t in range(problem.T):
-        check_deadline(deadline, "building the covering problem", t, problem.T, "stages")
-        cap = free - (nodes[t].out_bytes + nodes[t].workspace_bytes
-                      + sum(nodes[i].out_bytes for i in set(preds[t]))) // unit
-        held = sum(b for _, b in spans[t])
-        if held <= cap:
-            continue
-        drop = [(x, b) for x, b in spans[t] if x is not None]
-        if sum(b for _, b in drop) < held - cap:
-            return math.inf                   # not even dropping every gap makes room
-        # sum b x >= held - cap, the form of a cover
-        prob += pulp.LpAffineExpression(drop) >= held - cap, f"stage_{t}"
-        n_rows += 1
+    gaps = gaps_of(space, deadline)
+    x = [None if g.cost_j is None else prob.add_variable(f"x_{k}", 0, 1, cat=pulp.LpBinary)
+         for k, g in enumerate(gaps)]
+    prob.setObjective(pulp.LpAffineExpression(
+        [(v, g.cost_j * scale) for v, g in zip(x, gaps) if v is not None and g.cost_j > 0]))
+    n_rows = add_cover_rows(prob, problem, gaps, x, deadline, "building the covering problem")
+    if n_rows is None:
+        return math.inf                   # not even dropping every gap makes room
     if not n_rows:
         return e0
     left = deadline - time.perf_counter()

@@ -33,11 +33,11 @@ import time
 import pulp
 
 from . import backends
-from .bounds import check_deadline, gaps_of
+from .bounds import add_cover_rows, check_deadline, gaps_of
 from .errors import DeadlineReached, ScheduleError
 from .plans import PlanError, StagedPlan, plan_to_schedule
 from .problem import Problem
-from .reductions import memory_unit
+from .reductions import objective_scale
 from .schedule import Schedule
 from .simulate import Machine, SimReport, simulate
 from .staged import StagedSpace, staged_space
@@ -102,8 +102,6 @@ def _solve(problem: Problem, space: StagedSpace, extra: dict[int, int], backend:
     """Build and solve the chain-aware covering MILP by t_end (a `time.perf_counter()` value;
     DeadlineReached once it passes while building); its plan, or None without a solution."""
     nodes, preds, succs = problem.nodes, problem.preds, problem.succs
-    unit = memory_unit(problem)
-    free = (problem.ram_budget_bytes - problem.static_bytes) // unit
     last_read = [max(succs[q], default=q) for q in range(problem.T)]
     prob = pulp.LpProblem("cover_plan", pulp.LpMinimize)
     objective = []
@@ -161,22 +159,11 @@ def _solve(problem: Problem, space: StagedSpace, extra: dict[int, int], backend:
         for r in set(preds[q]):
             need(u, q, r, y[(u, q)])
     e0 = problem.store_all_energy_j
-    scale = 100.0 / e0 if e0 > 0 else 1.0
+    scale = objective_scale(problem) / e0 if e0 > 0 else 1.0
     prob.setObjective(pulp.LpAffineExpression([(v, c * scale) for v, c in objective if c > 0]))
-    spans: list[list[int]] = [[] for _ in range(problem.T)]
-    for k, g in enumerate(gaps):
-        for t in g.stages:
-            spans[t].append(k)
-    for t in range(problem.T):
-        check_deadline(t_end, "building the segment-cover heuristic", t, problem.T, "stages")
-        cap = free - -(-extra.get(t, 0) // unit) - (
-            nodes[t].out_bytes + nodes[t].workspace_bytes
-            + sum(nodes[i].out_bytes for i in set(preds[t]))) // unit
-        held = sum(nodes[gaps[k].node].out_bytes // unit for k in spans[t])
-        if held > cap:
-            drop = [(x[k], nodes[gaps[k].node].out_bytes // unit) for k in spans[t]
-                    if x[k] is not None]
-            prob += pulp.LpAffineExpression(drop) >= held - cap, f"stage_{t}"
+    if add_cover_rows(prob, problem, gaps, x, t_end, "building the segment-cover heuristic",
+                      extra) is None:
+        return None
     check_deadline(t_end, "building the segment-cover heuristic", problem.T, problem.T, "stages")
     res = backends.run(prob, backend, time_limit_s=t_end - time.perf_counter(), threads=threads,
                        gap_rel=1e-4)

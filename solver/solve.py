@@ -124,7 +124,7 @@ def solve(problem: Problem, strategy: str = "poet", backend: str = "auto",
     simulator disagree.
     """
     call = check_args(problem, strategy, backend, time_limit_s, threads, gap, warm_start,
-                       verbose, progress)
+                      verbose, progress)
     if call.spec.kind == "heuristic":
         return _solve_heuristic(call)
     trivial = _without_solver(call)
@@ -483,30 +483,38 @@ def _cover_phase(call: Call, found: Found, orders: list[tuple[int, ...]]) -> Sol
     within the gap of the least of the bounds, else None (at the first order whose bound is too
     low to prove it). Each order's bound gets up to COVER_LIMIT_S and a tenth of the time left,
     the heuristic up to COVER_PLAN_LIMIT_S and a tenth."""
-    problem = call.problem
-    e0 = problem.store_all_energy_j
+    problem, spec = call.problem, call.spec
     bound_j = math.inf
 
-    def best_j() -> float:
-        return min(r.energy_j for _, r in found.values())
+    def proven() -> bool:
+        best_j = min(r.energy_j for _, r in found.values())
+        return within_gap(gaps(best_j, bound_j, problem.store_all_energy_j)[0], call.gap)
 
     for k, order in enumerate(orders):
         limit = min(COVER_LIMIT_S, call.left() / 10)
         if limit <= 0.05:
             return None
-        q = problem if order == tuple(range(problem.T)) else Reorder(order).apply(problem)[0]
+        q, space = problem, None
+        if k:
+            q = Reorder(order).apply(problem)[0]
+        else:                 # the given order: its space serves the bound and the heuristic
+            try:
+                space = staged_space(problem, remat=spec.remat, paging=spec.paging,
+                                     deadline=time.perf_counter() + limit)
+            except DeadlineReached:
+                return None
         bound_j = min(bound_j, cover_bound(q, call.strategy, call.backend, time_limit_s=limit,
-                                           threads=call.threads))
+                                           threads=call.threads, space=space))
         if math.isinf(bound_j):
             return None      # a heuristic outside the staged space: the MILP phases decide
-        if k == 0 and not within_gap(gaps(best_j(), bound_j, e0)[0], call.gap) \
-                and call.left() / 10 > 0.05:
+        if not k and not proven() and call.left() / 10 > 0.05:
             got = cover_plan(problem, call.strategy, call.backend, threads=call.threads,
-                             time_limit_s=min(COVER_PLAN_LIMIT_S, call.left() / 10))
+                             time_limit_s=min(COVER_PLAN_LIMIT_S, call.left() / 10),
+                             space=space)
             if got is not None:
                 found["cover_plan"] = got
                 call.say(f"{call.strategy}: segment-cover heuristic {got[1].energy_j:.6g} J")
-        if not within_gap(gaps(best_j(), bound_j, e0)[0], call.gap):
+        if not proven():
             return None
     call.say(f"{call.strategy}: segment-cover bound {bound_j:.6g} J")
     return _without_milp(call, found, "not-run", "within the gap of the segment-cover bound",
