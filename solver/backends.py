@@ -253,7 +253,11 @@ def _run_highs(prob, *, time_limit_s, threads, gap_rel, gap_abs, start, cutoff, 
         highspy.Highs.resetGlobalScheduler(True)
     solver = _Highs(mip=not relax, msg=verbose, timeLimit=time_limit_s, gapRel=gap_rel,
                     gapAbs=gap_abs, threads=threads)
-    prob.solve(solver)
+    try:
+        prob.solve(solver)
+    except Exception:   # an interrupt while PuLP fills highspy's model comes out as a TypeError
+        if not _INTERRUPT.is_set():
+            raise
     if _INTERRUPT.is_set():
         _INTERRUPT.clear()
         raise KeyboardInterrupt("interrupted during the HiGHS solve")

@@ -103,19 +103,17 @@ def _start_solve(problem: Path, tmp_path: Path, backend: str = "cbc"):
 
 
 def _cbc_child(parent: int) -> int | None:
-    """A child of `parent` running CBC on the full MILP: "-solve" (the LP runs before it say
-    "-initialSolve" and end within seconds by themselves) and still running half a second after
-    it is seen (phase 0's covering problems say "-solve" too, and end sooner)."""
+    """A child of `parent` running CBC on a MILP of the solve's phases 2 and 3: "-solve" (the
+    LP runs before it say "-initialSolve" and end within seconds by themselves) with the
+    heuristics' cutoff ("-cutoff"; phase 0's covering problems have none, and end sooner)."""
     for pid, name in _children(parent):
         if name == "cbc":
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"-solve" in argv:
-                time.sleep(0.5)
-                if _alive(pid):
-                    return pid
+            if b"-solve" in argv and b"-cutoff" in argv:
+                return pid
     return None
 
 
